@@ -1,0 +1,89 @@
+"""Settings from the environment (contract section 2), read once at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    home: Path
+    production: bool
+    jwt_secret: str | None
+    jwks_url: str | None
+    jwt_audience: str | None
+    jwt_issuer: str | None
+    allowed_origins: tuple[str, ...]
+    stripe_api_key: str | None
+    stripe_webhook_secrets: tuple[str, ...]
+    stripe_api_base: str | None
+    max_sockets_per_user: int = 32
+
+    def __repr__(self) -> str:  # never print secrets, even in a traceback
+        return (
+            f"Settings(home={self.home!s}, database={'url' if self.database_url else 'embedded'})"
+        )
+
+
+def load(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    home = Path(env.get("STATEBUS_HOME") or "./.statebus").expanduser()
+    production = env.get("STATEBUS_ENV", "").lower() == "production"
+    jwks_url = env.get("STATEBUS_JWKS_URL") or None
+    secret = env.get("STATEBUS_JWT_SECRET") or None
+    if secret is None and jwks_url is None:
+        if production:
+            raise ConfigError(
+                "STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) is required in production"
+            )
+        secret = dev_secret(home)
+    try:
+        max_sockets = int(env.get("STATEBUS_MAX_SOCKETS_PER_USER", "32"))
+    except ValueError as exc:
+        raise ConfigError("STATEBUS_MAX_SOCKETS_PER_USER must be a whole number") from exc
+    return Settings(
+        database_url=env.get("STATEBUS_DATABASE_URL") or None,
+        home=home,
+        production=production,
+        jwt_secret=secret,
+        jwks_url=jwks_url,
+        jwt_audience=env.get("STATEBUS_JWT_AUDIENCE") or None,
+        jwt_issuer=env.get("STATEBUS_JWT_ISSUER") or None,
+        allowed_origins=_list(env.get("STATEBUS_ALLOWED_ORIGINS")),
+        stripe_api_key=env.get("STRIPE_API_KEY") or None,
+        stripe_webhook_secrets=_list(env.get("STRIPE_WEBHOOK_SECRET")),
+        stripe_api_base=env.get("STRIPE_API_BASE") or None,
+        max_sockets_per_user=max_sockets,
+    )
+
+
+def dev_secret(home: Path) -> str:
+    """A development HS256 secret, generated once and kept in $STATEBUS_HOME (mode 0600)."""
+    path = home / "jwt_secret"
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    tmp = home / f".jwt_secret.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    try:
+        os.link(tmp, path)  # atomic, and fails if another process won the race
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,87 @@
+"""Every message that crosses a wire: NOTIFY payloads, socket frames, HTTP bodies.
+
+One Encoder/Decoder per type, made at import and reused. Incoming messages forbid
+unknown fields so a typo in a client fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+JSON = Any  # a decoded JSON value; the state document is open-ended by design
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The state document every read and every push carries (contract section 4)."""
+
+    user_id: str
+    version: int
+    state: JSON = None
+
+
+class Notification(msgspec.Struct, frozen=True):
+    """Payload of one NOTIFY on channel `statebus`: inline state, or `ref` to read it back."""
+
+    user_id: str
+    version: int
+    state: JSON = None
+    ref: bool = False
+
+
+# --- socket: client to server -------------------------------------------------------
+
+
+class Auth(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
+    token: str
+    since: int | None = None
+    user_id: str | None = None  # admins only: whose state to follow
+
+
+ClientMessage = Auth
+
+
+# --- socket: server to client -------------------------------------------------------
+
+
+class Snapshot(msgspec.Struct, tag="snapshot", tag_field="type"):
+    user_id: str
+    version: int
+    state: JSON = None
+
+
+class Current(msgspec.Struct, tag="current", tag_field="type"):
+    version: int
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    code: str
+    message: str
+
+
+ServerMessage = Snapshot | Current | Error
+
+
+# --- HTTP ----------------------------------------------------------------------------
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    message: str
+
+
+class UpgradeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    plan: str
+
+
+class WebhookAck(msgspec.Struct):
+    received: bool
+    duplicate: bool
+
+
+encoder = msgspec.json.Encoder()
+notification_decoder = msgspec.json.Decoder(Notification)
+client_decoder = msgspec.json.Decoder(ClientMessage)
+server_decoder = msgspec.json.Decoder(ServerMessage)
+upgrade_decoder = msgspec.json.Decoder(UpgradeRequest)

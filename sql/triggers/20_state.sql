@@ -1,0 +1,134 @@
+-- State assembly: the contract's state document for many users in one set-based query.
+--
+-- Called by flush() with every user a transaction touched; a 100,000-user admin
+-- UPDATE is one execution of these joins, not 100,000 function calls. Timestamps are
+-- rendered in UTC (the SET clause) so a session's TimeZone never changes a document.
+
+CREATE OR REPLACE FUNCTION statebus.core_states(users text[])
+RETURNS TABLE (user_id text, state jsonb)
+LANGUAGE sql STABLE SET TimeZone = 'UTC' AS $$
+    SELECT u.id,
+           CASE WHEN us.id IS NULL AND s.user_id IS NULL AND b.user_id IS NULL
+                     AND sd.user_id IS NULL AND ug.user_id IS NULL THEN NULL
+           ELSE jsonb_build_object(
+               'plan', CASE WHEN p.code IS NOT NULL THEN jsonb_build_object(
+                   'code', p.code, 'name', p.name, 'rank', p.rank, 'limits', p.limits) END,
+               'subscription', CASE WHEN s.user_id IS NOT NULL THEN jsonb_build_object(
+                   'status', s.status,
+                   'current_period_end', s.current_period_end,
+                   'cancel_at_period_end', s.cancel_at_period_end) END,
+               -- Raw Stripe ids stay out of documents that reach browsers.
+               'billing', CASE WHEN b.user_id IS NOT NULL THEN jsonb_build_object(
+                   'has_stripe_customer', b.stripe_customer_id IS NOT NULL) END,
+               'usage', coalesce(ug.usage, '{}'::jsonb),
+               'system', CASE WHEN sd.user_id IS NOT NULL THEN jsonb_build_object(
+                   'onboarding_completed', sd.onboarding_completed) END)
+           END
+    FROM unnest(users) AS u (id)
+    LEFT JOIN public.users us ON us.id = u.id
+    LEFT JOIN public.user_subscriptions s ON s.user_id = u.id
+    LEFT JOIN public.plans p ON p.code = s.plan
+    LEFT JOIN public.user_billing b ON b.user_id = u.id
+    LEFT JOIN public.user_system_data sd ON sd.user_id = u.id
+    LEFT JOIN (
+        SELECT g.user_id, jsonb_object_agg(g.metric, jsonb_build_object(
+                   'used', g.used, 'period_start', g.period_start)) AS usage
+        FROM public.user_usage g
+        WHERE g.user_id = ANY (users)
+        GROUP BY g.user_id
+    ) ug ON ug.user_id = u.id
+$$;
+
+-- Placeholder until rebuild_extra_states() generates the real one from statebus.tracked.
+DO $$
+BEGIN
+    IF to_regprocedure('statebus.extra_states(text[])') IS NULL THEN
+        CREATE FUNCTION statebus.extra_states(users text[])
+        RETURNS TABLE (user_id text, state jsonb)
+        LANGUAGE sql STABLE AS 'SELECT NULL::text, NULL::jsonb WHERE false';
+    END IF;
+END $$;
+
+-- Regenerates statebus.extra_states() from statebus.tracked: one LEFT JOIN per table.
+-- A tracked key appears only for users with rows in that table, so tracking a table
+-- changes the documents of exactly those users (and track() re-versions them).
+CREATE OR REPLACE FUNCTION statebus.rebuild_extra_states() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    t record;
+    i int := 0;
+    joins text := '';
+    parts text[] := ARRAY[]::text[];
+    present text[] := ARRAY[]::text[];
+    body text;
+BEGIN
+    FOR t IN SELECT * FROM statebus.tracked ORDER BY state_key LOOP
+        i := i + 1;
+        joins := joins || format(E'\n    LEFT JOIN (%s) t%s ON t%s.user_id = u.id',
+                                 statebus.tracked_value_sql(t.table_name, t.user_column, t.row_key), i, i);
+        parts := parts || format('CASE WHEN t%s.user_id IS NOT NULL THEN jsonb_build_object(%L, t%s.value) ELSE %L::jsonb END',
+                                 i, t.state_key, i, '{}');
+        present := present || format('t%s.user_id IS NOT NULL', i);
+    END LOOP;
+    IF i = 0 THEN
+        body := 'SELECT NULL::text, NULL::jsonb WHERE false';
+    ELSE
+        body := format(E'SELECT u.id, %s\n    FROM unnest(users) AS u (id)%s\n    WHERE %s',
+                       array_to_string(parts, ' || '), joins, array_to_string(present, ' OR '));
+    END IF;
+    EXECUTE format(E'CREATE OR REPLACE FUNCTION statebus.extra_states(users text[])\n'
+                   'RETURNS TABLE (user_id text, state jsonb)\n'
+                   'LANGUAGE sql STABLE SET TimeZone = %L AS %L', 'UTC', body);
+END $$;
+
+-- The SQL that reads one tracked table's value per user: the row itself when the user
+-- column is unique, an object keyed by row_key when given, else an array in key order.
+CREATE OR REPLACE FUNCTION statebus.tracked_value_sql(tbl regclass, user_column name, row_key name)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    unique_user boolean;
+    order_by text;
+BEGIN
+    SELECT EXISTS (
+        SELECT 1 FROM pg_index ix
+        WHERE ix.indrelid = tbl AND ix.indisunique AND ix.indnkeyatts = 1
+          AND ix.indkey[0] = (SELECT attnum FROM pg_attribute
+                              WHERE attrelid = tbl AND attname = user_column)
+    ) INTO unique_user;
+    IF row_key IS NOT NULL THEN
+        RETURN format('SELECT r.%1$I::text AS user_id, jsonb_object_agg(r.%2$I::text, to_jsonb(r) - %3$L - %4$L) AS value
+                       FROM %5$s r WHERE r.%1$I::text = ANY (users) GROUP BY 1',
+                      user_column, row_key, user_column::text, row_key::text, tbl);
+    ELSIF unique_user THEN
+        RETURN format('SELECT r.%1$I::text AS user_id, to_jsonb(r) - %2$L AS value
+                       FROM %3$s r WHERE r.%1$I::text = ANY (users)',
+                      user_column, user_column::text, tbl);
+    END IF;
+    -- Array order: the primary key's columns, else the whole row as text (stable).
+    SELECT string_agg(format('r.%I', a.attname), ', ' ORDER BY k.ord)
+    INTO order_by
+    FROM pg_index ix
+    CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k (attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = tbl AND a.attnum = k.attnum
+    WHERE ix.indrelid = tbl AND ix.indisprimary;
+    RETURN format('SELECT r.%1$I::text AS user_id, jsonb_agg(to_jsonb(r) - %2$L ORDER BY %3$s) AS value
+                   FROM %4$s r WHERE r.%1$I::text = ANY (users) GROUP BY 1',
+                  user_column, user_column::text, coalesce(order_by, 'r::text'), tbl);
+END $$;
+
+-- The document for each given user: core keys, then one key per tracked table that
+-- has rows for the user. NULL when the user has no row anywhere.
+CREATE OR REPLACE FUNCTION statebus.build_states(users text[])
+RETURNS TABLE (user_id text, state jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT c.user_id,
+           CASE WHEN c.state IS NULL AND e.state IS NULL THEN NULL
+                ELSE coalesce(c.state, jsonb_build_object(
+                         'plan', NULL, 'subscription', NULL, 'billing', NULL,
+                         'usage', '{}'::jsonb, 'system', NULL))
+                     || coalesce(e.state, '{}'::jsonb)
+           END
+    FROM statebus.core_states(users) c
+    LEFT JOIN statebus.extra_states(users) e ON e.user_id = c.user_id
+$$;

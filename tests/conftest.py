@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.pg import PgServer, running_server
+
+
+@pytest.fixture(scope="session")
+def pg_server_sync() -> Iterator[PgServer]:
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def pg_server(pg_server_sync: PgServer) -> AsyncIterator[PgServer]:
+    await pg_server_sync.build_template()
+    yield pg_server_sync
+    await pg_server_sync.drop_template()
+
+
+@pytest.fixture
+async def dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test."""
+    url = await pg_server.create_database()
+    yield url
+    await pg_server.drop_database(url)
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(dsn)
+    yield connection
+    await connection.close()

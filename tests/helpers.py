@@ -1,0 +1,107 @@
+"""Small helpers shared by the tests: notification capture and waiting with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from server.messages import Notification, notification_decoder
+
+USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], *, timeout: float = 10.0, what: str = ""
+) -> None:
+    """Polls until condition() holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(0.01)
+
+
+class Notifications:
+    """Collects every NOTIFY on channel statebus through its own connection."""
+
+    def __init__(self) -> None:
+        self.received: list[Notification] = []
+        self.raw: list[str] = []
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self, dsn: str) -> Notifications:
+        self._conn = await asyncpg.connect(dsn)
+        await self._conn.add_listener("statebus", self._on_notify)
+        return self
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        assert isinstance(payload, str)
+        self.raw.append(payload)
+        self.received.append(notification_decoder.decode(payload))
+
+    async def sync(self, conn: asyncpg.Connection) -> None:
+        """Waits until every notification committed before now has arrived (a marker NOTIFY)."""
+        assert self._conn is not None
+        marker = f"marker-{time.monotonic_ns()}"
+        seen: list[str] = []
+
+        def on_marker(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+            seen.append(str(payload))
+
+        await self._conn.add_listener("statebus_test_marker", on_marker)
+        try:
+            await conn.execute("SELECT pg_notify('statebus_test_marker', $1)", marker)
+            await wait_for(lambda: marker in seen, what="marker notification")
+        finally:
+            await self._conn.remove_listener("statebus_test_marker", on_marker)
+
+    def for_user(self, user_id: str) -> list[Notification]:
+        return [n for n in self.received if n.user_id == user_id]
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+async def version_of(conn: asyncpg.Connection, user_id: str) -> int:
+    value = await conn.fetchval("SELECT version FROM statebus.versions WHERE user_id = $1", user_id)
+    return int(value or 0)
+
+
+async def state_of(conn: asyncpg.Connection, user_id: str) -> Any:
+    import json
+
+    raw = await conn.fetchval("SELECT state FROM statebus.versions WHERE user_id = $1", user_id)
+    return None if raw is None else json.loads(raw)
+
+
+async def seed_plans(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        """
+        INSERT INTO plans (code, name, stripe_price_id, rank, limits) VALUES
+          ('free', 'Free', NULL, 0, '{"seats": 1}'),
+          ('glow_up', 'Glow Up', 'price_glow_up', 1, '{"seats": 3}'),
+          ('viral_surge', 'Viral Surge', 'price_viral_surge', 2, '{"seats": 10}')
+        """
+    )
+
+
+async def add_user(conn: asyncpg.Connection, user_id: str, plan: str = "glow_up") -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO users (id, email) VALUES ($1, $1 || '@example.com')", user_id
+        )
+        await conn.execute(
+            "INSERT INTO user_subscriptions (user_id, plan, status) VALUES ($1, $2, 'active')",
+            user_id,
+            plan,
+        )

@@ -1,0 +1,347 @@
+"""The database half: every committed transaction gives each touched user one version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from server import sqlfiles
+from tests.helpers import (
+    Notifications,
+    add_user,
+    seed_plans,
+    state_of,
+    version_of,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def seeded(conn: asyncpg.Connection) -> asyncpg.Connection:
+    await seed_plans(conn)
+    return conn
+
+
+@pytest.fixture
+async def notes(dsn: str) -> AsyncIterator[Notifications]:
+    collector = await Notifications().start(dsn)
+    yield collector
+    await collector.close()
+
+
+async def test_user_starts_at_version_zero_with_null_state(seeded: asyncpg.Connection) -> None:
+    row = await seeded.fetchrow(sqlfiles.queries()["state_of"], "user_nobody")
+    assert row is not None
+    assert (row["user_id"], row["version"], row["state"]) == ("user_nobody", 0, None)
+
+
+async def test_one_transaction_over_two_tables_gives_one_version(
+    seeded: asyncpg.Connection, notes: Notifications
+) -> None:
+    await add_user(seeded, "u1")
+    assert await version_of(seeded, "u1") == 1
+    async with seeded.transaction():
+        await seeded.execute(
+            "UPDATE user_subscriptions SET plan = 'viral_surge' WHERE user_id = 'u1'"
+        )
+        await seeded.execute(
+            "INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 5)"
+        )
+        await seeded.execute("UPDATE user_usage SET used = used + 1 WHERE user_id = 'u1'")
+    await notes.sync(seeded)
+    assert await version_of(seeded, "u1") == 2
+    state = await state_of(seeded, "u1")
+    assert state["plan"]["code"] == "viral_surge"
+    assert state["usage"]["posts"]["used"] == 6  # the state as of commit, not mid-transaction
+    assert [n.version for n in notes.for_user("u1")] == [1, 2]
+    assert notes.for_user("u1")[-1].state == state
+
+
+async def test_document_shape_hides_stripe_ids(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute(
+        "INSERT INTO user_billing (user_id, stripe_customer_id) VALUES ('u1', 'cus_secret')"
+    )
+    await seeded.execute("UPDATE user_subscriptions SET stripe_subscription_id = 'sub_secret'")
+    await seeded.execute(
+        "INSERT INTO user_system_data (user_id, onboarding_completed) VALUES ('u1', true)"
+    )
+    state = await state_of(seeded, "u1")
+    assert set(state) == {"plan", "subscription", "billing", "usage", "system"}
+    assert state["plan"] == {
+        "code": "glow_up",
+        "name": "Glow Up",
+        "rank": 1,
+        "limits": {"seats": 3},
+    }
+    assert state["subscription"]["status"] == "active"
+    assert state["billing"] == {"has_stripe_customer": True}
+    assert state["system"] == {"onboarding_completed": True}
+    assert "cus_secret" not in json.dumps(state) and "sub_secret" not in json.dumps(state)
+
+
+async def test_rollback_gives_nothing(seeded: asyncpg.Connection, notes: Notifications) -> None:
+    await add_user(seeded, "u1")
+    tx = seeded.transaction()
+    await tx.start()
+    await seeded.execute("UPDATE user_subscriptions SET plan = 'viral_surge'")
+    await tx.rollback()
+    await notes.sync(seeded)
+    assert await version_of(seeded, "u1") == 1
+    assert [n.version for n in notes.for_user("u1")] == [1]
+
+
+async def test_rolled_back_savepoint_leaves_no_version(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    async with seeded.transaction():
+        await seeded.execute("INSERT INTO users (id, email) VALUES ('u2', 'u2@example.com')")
+        try:
+            async with seeded.transaction():  # a savepoint
+                await seeded.execute("UPDATE user_subscriptions SET plan = 'viral_surge'")
+                raise RuntimeError("abandon the savepoint")
+        except RuntimeError:
+            pass
+    assert await version_of(seeded, "u1") == 1  # its only change was rolled back
+    assert await version_of(seeded, "u2") == 1
+
+
+async def test_write_that_changes_nothing_gives_no_version(
+    seeded: asyncpg.Connection, notes: Notifications
+) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("UPDATE user_subscriptions SET plan = plan, status = 'active'")
+    assert await version_of(seeded, "u1") == 1
+    await seeded.execute(
+        "UPDATE user_subscriptions SET current_period_end = '2030-01-01 00:00:00+00'"
+    )
+    # A session in another time zone writes the same instant: still no change.
+    await seeded.execute("SET TimeZone = 'Asia/Tokyo'")
+    await seeded.execute(
+        "UPDATE user_subscriptions SET current_period_end = '2030-01-01 09:00:00+09'"
+    )
+    await notes.sync(seeded)
+    assert await version_of(seeded, "u1") == 2
+    assert [n.version for n in notes.for_user("u1")] == [1, 2]
+
+
+async def test_timestamps_are_rendered_in_utc(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("SET TimeZone = 'America/New_York'")
+    await seeded.execute(
+        "UPDATE user_subscriptions SET current_period_end = '2030-01-02 03:04:05+00'"
+    )
+    state = await state_of(seeded, "u1")
+    assert state["subscription"]["current_period_end"] == "2030-01-02T03:04:05+00:00"
+
+
+async def test_deleting_a_user_gives_a_final_null_version_and_numbers_continue(
+    seeded: asyncpg.Connection,
+) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 1)")
+    await seeded.execute("DELETE FROM users WHERE id = 'u1'")  # cascades to every table
+    assert await version_of(seeded, "u1") == 3
+    assert await state_of(seeded, "u1") is None
+    await add_user(seeded, "u1")
+    assert await version_of(seeded, "u1") == 4
+    assert (await state_of(seeded, "u1"))["plan"]["code"] == "glow_up"
+
+
+async def test_database_rejects_bad_values_clearly(seeded: asyncpg.Connection) -> None:
+    await seeded.execute("INSERT INTO users (id, email) VALUES ('u1', 'a@b.c')")
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="plans"):
+        await seeded.execute(
+            "INSERT INTO user_subscriptions (user_id, plan, status) VALUES ('u1', 'gold', 'active')"
+        )
+    with pytest.raises(asyncpg.CheckViolationError, match="user_usage_used_not_negative"):
+        await seeded.execute(
+            "INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', -1)"
+        )
+    with pytest.raises(asyncpg.CheckViolationError, match="status"):
+        await seeded.execute(
+            "INSERT INTO user_subscriptions (user_id, plan, status) VALUES ('u1', 'free', 'bogus')"
+        )
+    assert await version_of(seeded, "u1") == 1
+
+
+async def test_plan_change_reversions_its_users_only(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1", "glow_up")
+    await add_user(seeded, "u2", "free")
+    await seeded.execute("UPDATE plans SET limits = '{\"seats\": 5}' WHERE code = 'glow_up'")
+    await seeded.execute("UPDATE plans SET name = name")  # no change at all
+    assert await version_of(seeded, "u1") == 2
+    assert (await state_of(seeded, "u1"))["plan"]["limits"] == {"seats": 5}
+    assert await version_of(seeded, "u2") == 1
+
+
+async def test_truncate_is_captured(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 3)")
+    await seeded.execute("TRUNCATE user_usage")
+    assert await version_of(seeded, "u1") == 3
+    assert (await state_of(seeded, "u1"))["usage"] == {}
+
+
+async def test_source_names_the_writer(seeded: asyncpg.Connection, dsn: str) -> None:
+    await add_user(seeded, "u1")
+    async with seeded.transaction():
+        await seeded.execute("SET LOCAL statebus.source = 'stripe_webhook'")
+        await seeded.execute("UPDATE user_subscriptions SET status = 'past_due'")
+    admin = await asyncpg.connect(dsn, server_settings={"application_name": "psql"})
+    try:
+        await admin.execute("UPDATE user_subscriptions SET status = 'active'")
+    finally:
+        await admin.close()
+    rows = await seeded.fetch(
+        "SELECT version, source, committed_at FROM statebus.history"
+        " WHERE user_id = 'u1' ORDER BY version"
+    )
+    assert [r["source"] for r in rows[1:]] == [
+        "stripe_webhook",
+        f"sql:{await seeded.fetchval('SELECT session_user')}/psql",
+    ]
+    assert rows[1]["committed_at"] <= rows[2]["committed_at"]
+
+
+async def test_big_state_travels_by_reference(
+    seeded: asyncpg.Connection, notes: Notifications
+) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("CREATE TABLE notes (user_id text PRIMARY KEY, body text)")
+    await seeded.execute("SELECT statebus.track('notes', user_column => 'user_id', key => 'notes')")
+    await seeded.execute("INSERT INTO notes VALUES ('u1', repeat('x', 20000))")
+    await notes.sync(seeded)
+    last = notes.for_user("u1")[-1]
+    assert last.ref and last.state is None and last.version == 2
+    assert all(len(raw.encode()) < 8000 for raw in notes.raw)
+    row = await seeded.fetchrow(sqlfiles.queries()["version_of"], "u1", 2)
+    assert row is not None
+    assert len(json.loads(row["state"])["notes"]["body"]) == 20000
+
+
+async def test_track_joins_a_table_and_untrack_removes_it(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await add_user(seeded, "u2")
+    await seeded.execute(
+        "CREATE TABLE projects (id serial PRIMARY KEY, owner text NOT NULL, title text)"
+    )
+    await seeded.execute("INSERT INTO projects (owner, title) VALUES ('u1', 'b'), ('u1', 'a')")
+    await seeded.execute(
+        "SELECT statebus.track('projects', user_column => 'owner', key => 'projects')"
+    )
+    # Users with rows get a version carrying the new key at once; others are unchanged.
+    assert await version_of(seeded, "u1") == 2
+    assert await version_of(seeded, "u2") == 1
+    projects = (await state_of(seeded, "u1"))["projects"]
+    assert [p["title"] for p in projects] == ["b", "a"]  # primary key order
+    assert "owner" not in projects[0]
+    await seeded.execute("INSERT INTO projects (owner, title) VALUES ('u2', 'c')")
+    assert (await state_of(seeded, "u2"))["projects"][0]["title"] == "c"
+    await seeded.execute("SELECT statebus.untrack('projects')")
+    assert "projects" not in await state_of(seeded, "u1")
+    assert await version_of(seeded, "u1") == 3
+    await seeded.execute("INSERT INTO projects (owner, title) VALUES ('u1', 'd')")
+    assert await version_of(seeded, "u1") == 3
+
+
+async def test_track_with_row_key_makes_an_object(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute(
+        "CREATE TABLE flags (user_id text, name text, enabled bool, PRIMARY KEY (user_id, name))"
+    )
+    await seeded.execute("SELECT statebus.track('flags', key => 'flags', row_key => 'name')")
+    await seeded.execute("INSERT INTO flags VALUES ('u1', 'beta', true), ('u1', 'dark', false)")
+    assert (await state_of(seeded, "u1"))["flags"] == {
+        "beta": {"enabled": True},
+        "dark": {"enabled": False},
+    }
+
+
+async def test_track_rejects_bad_arguments(seeded: asyncpg.Connection) -> None:
+    await seeded.execute("CREATE TABLE t1 (user_id text)")
+    with pytest.raises(asyncpg.UndefinedColumnError, match="no column owner"):
+        await seeded.execute("SELECT statebus.track('t1', user_column => 'owner')")
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="core state"):
+        await seeded.execute("SELECT statebus.track('t1', key => 'plan')")
+    with pytest.raises(asyncpg.UndefinedTableError):
+        await seeded.execute("SELECT statebus.track('missing_table')")
+    await seeded.execute("SELECT statebus.track('t1', key => 'k')")
+    await seeded.execute("CREATE TABLE t2 (user_id text)")
+    with pytest.raises(asyncpg.UniqueViolationError, match="taken"):
+        await seeded.execute("SELECT statebus.track('t2', key => 'k')")
+    with pytest.raises(asyncpg.UndefinedObjectError, match="not tracked"):
+        await seeded.execute("SELECT statebus.untrack('t2')")
+
+
+async def test_concurrent_writers_get_distinct_versions_in_commit_order(
+    seeded: asyncpg.Connection, dsn: str
+) -> None:
+    await add_user(seeded, "u1")
+    a = await asyncpg.connect(dsn)
+    b = await asyncpg.connect(dsn)
+    try:
+        ta, tb = a.transaction(), b.transaction()
+        await ta.start()
+        await tb.start()
+        # Different tables: no row lock between them until the flush.
+        await a.execute("INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 7)")
+        await b.execute(
+            "INSERT INTO user_system_data (user_id, onboarding_completed) VALUES ('u1', true)"
+        )
+        await ta.commit()
+        await tb.commit()
+    finally:
+        await a.close()
+        await b.close()
+    rows = await seeded.fetch(
+        "SELECT version, state FROM statebus.history WHERE user_id = 'u1' ORDER BY version"
+    )
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    second, third = json.loads(rows[1]["state"]), json.loads(rows[2]["state"])
+    assert second["usage"]["posts"]["used"] == 7 and second["system"] is None
+    # The later commit's snapshot includes the earlier commit's change: nothing lost.
+    assert third["usage"]["posts"]["used"] == 7 and third["system"]["onboarding_completed"] is True
+
+
+async def test_many_concurrent_writers_end_consistent(seeded: asyncpg.Connection, dsn: str) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute(
+        "INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'a', 0), ('u1', 'b', 0)"
+    )
+
+    async def bump(metric: str, times: int) -> None:
+        c = await asyncpg.connect(dsn)
+        try:
+            for _ in range(times):
+                await c.execute(
+                    "UPDATE user_usage SET used = used + 1 WHERE user_id = 'u1' AND metric = $1",
+                    metric,
+                )
+        finally:
+            await c.close()
+
+    await asyncio.gather(bump("a", 40), bump("b", 40))
+    state = await state_of(seeded, "u1")
+    assert state["usage"]["a"]["used"] == 40 and state["usage"]["b"]["used"] == 40
+    assert await version_of(seeded, "u1") == 2 + 80
+    gaps = await seeded.fetchval(
+        "SELECT count(*) FROM (SELECT version - lag(version) OVER (ORDER BY version) AS d "
+        "FROM statebus.history WHERE user_id = 'u1') s WHERE d <> 1"
+    )
+    assert gaps == 0
+
+
+async def test_prune_keeps_each_users_latest(seeded: asyncpg.Connection) -> None:
+    await add_user(seeded, "u1")
+    await seeded.execute("UPDATE user_subscriptions SET status = 'past_due'")
+    await seeded.execute(
+        "UPDATE statebus.settings SET value = '0 seconds' WHERE name = 'history_retention'"
+    )
+    assert await seeded.fetchval(sqlfiles.queries()["prune_history"]) == 1
+    versions = await seeded.fetch("SELECT version FROM statebus.history WHERE user_id = 'u1'")
+    assert [r["version"] for r in versions] == [2]
