@@ -1,0 +1,131 @@
+"""The `statebus` command line (contract section 8)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from server import config
+from server.auth import issue_token
+from server.database import database_url
+from server.embedded import bin_dir
+from server.migrations import MigrationError, migrate
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="statebus", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server (embedded Postgres by default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="seed demo data and print a token")
+
+    migrate_cmd = commands.add_parser("migrate", help="apply migrations")
+    migrate_cmd.add_argument("--demo", action="store_true", help="also seed the demo data")
+
+    token = commands.add_parser("token", help="print a signed user token (HS256)")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--admin", action="store_true", help="may read any user")
+
+    commands.add_parser("psql", help="psql on the configured database", add_help=False)
+
+    reconcile = commands.add_parser("reconcile", help="repair drift from Stripe")
+    reconcile.add_argument("--user", dest="user_id")
+    reconcile.add_argument("--dry-run", action="store_true")
+
+    tail = commands.add_parser("tail", help="print live state changes, one line each")
+    tail.add_argument("--user", dest="user_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["psql"]:  # everything after `psql` belongs to psql itself
+        return run_psql(config.load(), argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.load()
+    except config.ConfigError as exc:
+        print(f"statebus: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return run_migrate(settings, demo=args.demo)
+    if args.command == "token":
+        return run_token(settings, args.user_id, ttl=args.ttl, admin=args.admin)
+    if args.command == "serve":
+        from server.serve import serve
+
+        return serve(settings, host=args.host, port=args.port, demo=args.demo)
+    if args.command == "reconcile":
+        from server.stripe.reconcile import run_reconcile
+
+        return run_reconcile(settings, user_id=args.user_id, dry_run=args.dry_run)
+    if args.command == "tail":
+        from server.tail import run_tail
+
+        return run_tail(settings, user_id=args.user_id)
+    raise AssertionError(args.command)
+
+
+def run_migrate(settings: config.Settings, *, demo: bool) -> int:
+    async def go(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            report = await migrate(conn, demo=demo)
+        finally:
+            await conn.close()
+        for name in report.applied:
+            print(f"applied {name}")
+        print("triggers and functions " + ("updated" if report.routines_applied else "up to date"))
+        if report.demo_seeded:
+            print("demo data seeded")
+
+    with database_url(settings) as dsn:
+        try:
+            asyncio.run(go(dsn))
+        except MigrationError as exc:
+            print(f"statebus migrate: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run_token(settings: config.Settings, user_id: str, *, ttl: int, admin: bool) -> int:
+    if settings.jwt_secret is None:
+        print("statebus token: tokens come from your identity provider (JWKS)", file=sys.stderr)
+        return 2
+    if ttl <= 0:
+        print("statebus token: --ttl must be positive", file=sys.stderr)
+        return 2
+    print(
+        issue_token(
+            settings.jwt_secret,
+            user_id,
+            ttl=ttl,
+            admin=admin,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    )
+    return 0
+
+
+def psql_binary() -> str:
+    bundled = bin_dir() / "psql"
+    return str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
+
+
+def run_psql(settings: config.Settings, psql_args: Sequence[str]) -> int:
+    with database_url(settings) as dsn:
+        return subprocess.call([psql_binary(), dsn, *psql_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
