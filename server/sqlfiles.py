@@ -60,11 +60,13 @@ def routines() -> list[tuple[str, str]]:
 
 @cache
 def queries() -> dict[str, LiteralString]:
-    """Blocks of sql/queries.sql, keyed by their `-- name:` header."""
-    text = read("queries.sql")
-    parts = _QUERY_HEADER.split(text)
-    # split() gives [preamble, name1, body1, name2, body2, ...]
-    return {
-        name: cast(LiteralString, body.strip())
-        for name, body in zip(parts[1::2], parts[2::2], strict=True)
-    }
+    """Blocks of sql/queries*.sql, keyed by their `-- name:` header (unique across files)."""
+    found: dict[str, LiteralString] = {}
+    for path in sorted(SQL_DIR.glob("queries*.sql")):
+        parts = _QUERY_HEADER.split(path.read_text(encoding="utf-8"))
+        # split() gives [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            found[name] = cast(LiteralString, body.strip())
+    return found

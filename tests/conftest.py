@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.pg import PgServer, running_server
+from tests.server import RunningServer, settings_for_tests
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +36,11 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(dsn)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+def server(dsn: str, tmp_path: Path) -> Iterator[RunningServer]:
+    """The real app on a real uvicorn, against this test's database."""
+    running = RunningServer(settings_for_tests(tmp_path), dsn).start()
+    yield running
+    running.stop()

@@ -1,0 +1,178 @@
+"""WebSocket `/v1/ws` (contract section 6): auth, then snapshots in version order.
+
+Subscribing happens *before* reading the current version, and the hub keeps only
+strictly newer versions, so a write committing while a client connects is never missed
+and never delivered out of order. The socket never queries anything but its user's
+current envelope; fan-out comes from the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from server import metrics
+from server.auth import AuthError, Principal
+from server.hub import SubscriberClosed
+from server.messages import Auth, Current, Error, Snapshot, client_decoder, encoder
+from server.runtime import Runtime, runtime
+from server.states import read_state
+
+log = logging.getLogger("statebus.ws")
+
+AUTH_TIMEOUT = 10.0
+MAX_FRAME = 4096
+
+
+class Close(Exception):
+    """Ends a socket with a contract close code and an error message."""
+
+    def __init__(self, code: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.error, self.message = code, error, message
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    rt = runtime(ws)
+    await ws.accept()
+    try:
+        if not origin_allowed(ws, rt.settings.allowed_origins):
+            raise Close(4403, "origin_not_allowed", "this origin may not open sockets")
+        auth, principal = await authenticate(ws, rt)
+        await serve_subscriber(ws, rt, auth, principal)
+    except Close as close:
+        await close_with(ws, close.code, close.error, close.message)
+    except WebSocketDisconnect:
+        pass
+    except SubscriberClosed as closed:
+        code = closed.reason if isinstance(closed.reason, int) else 1012
+        await close_with(ws, code, "restarting", "server restarting; reconnect with since")
+
+
+def origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: tokens alone decide
+    if allowed:
+        return origin in allowed or "*" in allowed
+    host = ws.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+async def receive_text(ws: WebSocket, timeout: float | None = None) -> str:
+    message = await asyncio.wait_for(ws.receive(), timeout)
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    data = message.get("text")
+    if data is None:
+        raw = message.get("bytes") or b""
+        if len(raw) > MAX_FRAME:
+            raise Close(4400, "too_large", f"messages are limited to {MAX_FRAME} bytes")
+        try:
+            data = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise Close(4400, "malformed", "messages are UTF-8 JSON") from exc
+    if len(data.encode()) > MAX_FRAME:
+        raise Close(4400, "too_large", f"messages are limited to {MAX_FRAME} bytes")
+    return str(data)
+
+
+def decode(text: str) -> Auth:
+    try:
+        return client_decoder.decode(text)
+    except msgspec.ValidationError as exc:
+        raise Close(4400, "malformed", f"invalid message: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Close(4400, "malformed", "messages are JSON objects") from exc
+
+
+async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
+    try:
+        text = await receive_text(ws, AUTH_TIMEOUT)
+    except TimeoutError as exc:
+        raise Close(4408, "auth_timeout", "send an auth message within 10 s") from exc
+    auth = decode(text)
+    if auth.since is not None and auth.since < 0:
+        raise Close(4400, "malformed", "since must not be negative")
+    principal = await verify(rt, auth.token)
+    target = auth.user_id or principal.user_id
+    if not rt.verifier.may_read(principal, target):
+        raise Close(4403, "forbidden", "this token may not read that user")
+    if rt.hub.subscriber_count(target) >= rt.settings.max_sockets_per_user:
+        raise Close(4429, "too_many_sockets", "too many sockets for this user")
+    return auth, principal
+
+
+async def verify(rt: Runtime, token: str) -> Principal:
+    try:
+        return await rt.verifier.verify(token)
+    except AuthError as exc:
+        raise Close(4401, exc.code, exc.message) from exc
+
+
+async def serve_subscriber(ws: WebSocket, rt: Runtime, auth: Auth, principal: Principal) -> None:
+    user_id = auth.user_id or principal.user_id
+    # -1: version 0 ("no rows yet") is itself a deliverable first snapshot.
+    async with rt.hub.subscribe(user_id, since_version=-1) as sub:
+        metrics.sockets.inc()
+        try:
+            sub.offer(await read_state(rt.pool, user_id))
+            first = await sub.next()
+            if auth.since is not None and first.version == auth.since:
+                await send(ws, Current(first.version))
+            else:
+                await send(ws, Snapshot(first.user_id, first.version, first.state))
+            await pump(ws, rt, sub, principal)
+        finally:
+            metrics.sockets.dec()
+
+
+async def pump(ws: WebSocket, rt: Runtime, sub: Any, principal: Principal) -> None:
+    """Send every newer version until the client leaves, the token expires or we shut down."""
+    listen = asyncio.ensure_future(client_messages(ws, rt, principal))
+    try:
+        while True:
+            deliver = asyncio.ensure_future(sub.next())
+            remaining = principal.expires_at - time.time()
+            done, _ = await asyncio.wait(
+                {deliver, listen}, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
+            )
+            if listen in done:
+                deliver.cancel()
+                listen.result()  # raises the client's disconnect or protocol error
+            if deliver not in done:
+                deliver.cancel()
+                raise Close(4401, "token_expired", "token expired; reconnect with a fresh one")
+            env = deliver.result()
+            await send(ws, Snapshot(env.user_id, env.version, env.state))
+            metrics.snapshots_sent.inc()
+    finally:
+        listen.cancel()
+
+
+async def client_messages(ws: WebSocket, rt: Runtime, principal: Principal) -> None:
+    """After auth a client has nothing to say; anything it does say must still be valid."""
+    while True:
+        text = await receive_text(ws)
+        decode(text)
+        raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
+
+
+async def send(ws: WebSocket, message: Snapshot | Current | Error) -> None:
+    await ws.send_text(encoder.encode(message).decode())
+
+
+async def close_with(ws: WebSocket, code: int, error: str, message: str) -> None:
+    metrics.socket_closes.labels(str(code)).inc()
+    if ws.client_state != WebSocketState.CONNECTED:
+        return
+    try:
+        await send(ws, Error(error, message))
+        await ws.close(code, reason=message[:120])
+    except (RuntimeError, WebSocketDisconnect, OSError):
+        pass  # the client left first

@@ -1,0 +1,300 @@
+"""A stateful fake of the Stripe HTTP API for tests, served on a local port.
+
+The real ``stripe`` library talks to it through a base URL, so tests exercise the same
+form encoding, headers, retries, idempotency keys and error mapping as production;
+nothing mocks the library. It covers the subscription, customer and price calls statebus
+makes (see ``stripe_routes``) plus failure injection: error statuses, latency, dropped
+connections. Tests only; server code must never import it.
+
+    with FakeStripe() as fake:
+        fake.add_subscription(customer="cus_1", price="price_a", sub_id="sub_1")
+        fake.client().v1.subscriptions.retrieve("sub_1")
+
+Responses close the connection (HTTP/1.0), so no client keeps sockets open to a stopped fake.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+import stripe
+
+from tests.fakes.stripe_routes import ROUTES
+from tests.fakes.stripe_state import JSON, StripeError, StripeState, new_id, parse_form
+
+TEST_API_KEY = "sk_test_fake"
+
+RequestLog = tuple[str, str, dict[str, str]]  # (method, path without query, lower-cased headers)
+
+
+@dataclass
+class _Rule:
+    remaining: int
+    path_prefix: str
+    status: int  # 0: drop the connection after applying the request
+
+
+def _error_for(status: int) -> StripeError:
+    if status == 429:
+        return StripeError(429, "Too many requests (injected)", code="rate_limit")
+    if status >= 500:
+        return StripeError(status, "Injected failure", error_type="api_error")
+    return StripeError(status, "Injected failure")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeStripe
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (getfqdn), which can stall offline.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (timeout) is not the fake's problem
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    def _serve(self) -> None:
+        cast(_Server, self.server).fake._serve(self)
+
+    do_GET = do_POST = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class FakeStripe:
+    """Fake Stripe API server plus thread-safe direct access to its objects."""
+
+    def __init__(self) -> None:
+        self.state = StripeState()
+        self.url = ""
+        self.requests: list[RequestLog] = []
+        self.params_log: list[JSON] = []  # decoded params, index-aligned with ``requests``
+        self._lock = self.state.lock
+        self._rules: list[_Rule] = []
+        self._latency = 0.0
+        self._unreachable = False
+        # (Authorization, Idempotency-Key) -> (request fingerprint, status, body)
+        self._idempotent: dict[tuple[str, str], tuple[object, int, JSON]] = {}
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Serve on a free port of 127.0.0.1; returns the base URL."""
+        server = _Server(("127.0.0.1", 0), _RequestHandler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeStripe:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def client(self, *, max_network_retries: int = 0, **kwargs: Any) -> stripe.StripeClient:
+        """A real ``StripeClient`` pointed at this fake (no retries unless asked)."""
+        return stripe.StripeClient(
+            kwargs.pop("api_key", TEST_API_KEY),
+            base_addresses={"api": self.url},
+            max_network_retries=max_network_retries,
+            **kwargs,
+        )
+
+    # -- direct state access (as if done in the dashboard) --------------------------------
+
+    def add_price(self, price_id: str, *, product: str = "prod_x", unit_amount: int = 1000) -> JSON:
+        with self._lock:
+            return self.state.add_price(price_id, product=product, unit_amount=unit_amount)
+
+    def add_customer(
+        self,
+        customer_id: str | None = None,
+        *,
+        email: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> JSON:
+        with self._lock:
+            return self.state.add_customer(customer_id, email=email, metadata=metadata)
+
+    def add_subscription(
+        self,
+        *,
+        customer: str,
+        price: str,
+        status: str = "active",
+        sub_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        current_period_end: int | None = None,
+        cancel_at_period_end: bool = False,
+    ) -> JSON:
+        """Create a subscription as if made in the dashboard; an unknown customer or price
+        is created on the fly."""
+        with self._lock:
+            if customer not in self.state.customers:
+                self.state.add_customer(customer)
+            if price not in self.state.prices:
+                self.state.add_price(price)
+            return self.state.add_subscription(
+                customer=customer,
+                price=price,
+                status=status,
+                sub_id=sub_id,
+                metadata=metadata,
+                current_period_end=current_period_end,
+                cancel_at_period_end=cancel_at_period_end,
+            )
+
+    def set_subscription(self, sub_id: str, **changes: Any) -> JSON:
+        """Change top-level fields, ``price`` or ``metadata`` (replaced); bumps the revision."""
+        with self._lock:
+            price = changes.get("price")
+            if price is not None and price not in self.state.prices:
+                self.state.add_price(price)
+            return self.state.change_subscription(sub_id, **changes)
+
+    def get_subscription(self, sub_id: str) -> JSON:
+        with self._lock:
+            return self.state.subscription(sub_id)
+
+    def revision(self, sub_id: str) -> int:
+        """Starts at 1 and grows with every change, through HTTP or ``set_subscription``."""
+        with self._lock:
+            return self.state.revisions[sub_id]
+
+    # -- failure injection -----------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, *, status: int = 500, path_prefix: str = "/v1/") -> None:
+        """The next ``n`` requests under ``path_prefix`` answer a Stripe error, unapplied."""
+        with self._lock:
+            self._rules.append(_Rule(n, path_prefix, status))
+
+    def drop_next(self, n: int = 1, *, path_prefix: str = "/v1/") -> None:
+        """The next ``n`` requests are applied (and their idempotent result stored), then the
+        connection drops unanswered: the client sees APIConnectionError for a done change."""
+        with self._lock:
+            self._rules.append(_Rule(n, path_prefix, 0))
+
+    def set_latency(self, seconds: float) -> None:
+        with self._lock:
+            self._latency = seconds
+
+    def set_unreachable(self, flag: bool) -> None:
+        """While set, every connection closes unanswered (APIConnectionError)."""
+        with self._lock:
+            self._unreachable = flag
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        split = urlsplit(handler.path)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        body = handler.rfile.read(int(headers.get("content-length") or 0)).decode()
+        form = body if handler.command == "POST" else split.query
+        with self._lock:
+            self.requests.append((handler.command, split.path, headers))
+            self.params_log.append(dict(parse_qsl(form, keep_blank_values=True)))
+            latency = self._latency
+        time.sleep(latency)
+        with self._lock:
+            answer = (
+                None
+                if self._unreachable
+                else self._answer(handler.command, split.path, headers, form)
+            )
+        if answer is None:
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, payload, extra_headers = answer
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        for name, value in {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "Request-Id": new_id("req"),
+            **extra_headers,
+        }.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], form: str
+    ) -> tuple[int, JSON, dict[str, str]] | None:
+        """Status, body and extra headers for one request, or None to drop it (lock held)."""
+        rule = next(
+            (r for r in self._rules if r.remaining and path.startswith(r.path_prefix)), None
+        )
+        if rule is not None:
+            rule.remaining -= 1
+            if rule.status:
+                return rule.status, _error_for(rule.status).body, {}
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer sk_"):
+            error = StripeError(401, f"Invalid API Key provided: {auth[7:] or '(none)'}")
+            return 401, error.body, {}
+        key = headers.get("idempotency-key", "") if method == "POST" else ""
+        fingerprint = (path, sorted(parse_qsl(form, keep_blank_values=True)))
+        stored = self._idempotent.get((auth, key)) if key else None
+        if stored is not None and stored[0] != fingerprint:
+            error = StripeError(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters "
+                f"they were first used with. Try using a key other than '{key}' if you meant "
+                "to execute a different request.",
+                error_type="idempotency_error",
+            )
+            return 400, error.body, {}
+        if stored is not None:
+            status, payload = stored[1], stored[2]
+            extra = {"Idempotency-Key": key, "Idempotent-Replayed": "true"}
+        else:
+            status, payload = self._dispatch(method, path, form)
+            if key and status < 400:  # Stripe saves no result for requests that failed validation
+                self._idempotent[(auth, key)] = (fingerprint, status, payload)
+            extra = {"Idempotency-Key": key} if key else {}
+        return None if rule is not None else (status, payload, extra)
+
+    def _dispatch(self, method: str, path: str, form: str) -> tuple[int, JSON]:
+        for route_method, pattern, route in ROUTES:
+            match = pattern.fullmatch(path)
+            if match is not None and route_method == method:
+                try:
+                    return 200, route(self.state, match.group(1), parse_form(form))
+                except StripeError as error:
+                    return error.status, error.body
+        message = f"Unrecognized request URL ({method}: {path})."
+        return 404, StripeError(404, message).body

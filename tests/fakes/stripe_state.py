@@ -1,0 +1,314 @@
+"""In-memory Stripe objects behind the fake Stripe API server (tests only).
+
+Holds prices, customers and subscriptions as plain dicts shaped like Stripe's JSON, and the
+operations both the HTTP routes and tests use on them. It knows nothing about HTTP; the
+caller holds ``StripeState.lock`` around every call. Server code must never import this.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+JSON = dict[str, Any]
+
+PERIOD_SECONDS = 30 * 86400
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+
+
+class StripeError(Exception):
+    """An error answered in Stripe's shape: ``{"error": {...}}`` with an HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: JSON = {"error": {"type": error_type, "message": message}}
+        if code is not None:
+            self.body["error"]["code"] = code
+        if param is not None:
+            self.body["error"]["param"] = param
+
+
+def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+    """Stripe's answer for an unknown id: 404 for the path id, 400 for one in the params."""
+    status = 404 if param == "id" else 400
+    message = f"No such {kind}: '{object_id}'"
+    return StripeError(status, message, code="resource_missing", param=param)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:14]}"
+
+
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+
+
+def parse_form(text: str) -> JSON:
+    """Decode stripe-python's form encoding (``items[0][price]=x``) into nested dicts/lists."""
+    root: JSON = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        match = _KEY.match(key)
+        if match is None:
+            raise StripeError(400, f"Invalid parameter name: {key}", param=key)
+        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
+        node = root
+        for i, part in enumerate(parts):
+            part = part or str(len(node))  # "expand[]=x" appends
+            if i == len(parts) - 1:
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise StripeError(400, f"Invalid parameter: {key}", param=key)
+                node = child
+    return _listify(root)
+
+
+def _listify(node: JSON) -> JSON:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            value = _listify(value)
+            if value and all(k.isdigit() for k in value):
+                value = [value[k] for k in sorted(value, key=int)]
+            node[key] = value
+    return node
+
+
+def merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
+    """Stripe semantics: keys merge, an empty value unsets a key, ``metadata=""`` clears all."""
+    if update == "":
+        return {}
+    if not isinstance(update, dict):
+        raise StripeError(400, "Invalid metadata: must be a hash", param="metadata")
+    merged = dict(current)
+    for key, value in update.items():
+        if value == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = str(value)
+    return merged
+
+
+class StripeState:
+    """Every object the fake knows, with a creation order (for lists) and revisions."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.prices: dict[str, JSON] = {}
+        self.customers: dict[str, JSON] = {}
+        self.subscriptions: dict[str, JSON] = {}
+        self.revisions: dict[str, int] = {}
+        self._order: dict[str, int] = {}
+
+    def _remember(self, obj_id: str) -> None:
+        self._order[obj_id] = len(self._order)
+
+    # -- prices and customers ------------------------------------------------------------
+
+    def add_price(self, price_id: str, *, product: str = "prod_x", unit_amount: int = 1000) -> JSON:
+        price: JSON = {
+            "id": price_id,
+            "object": "price",
+            "active": True,
+            "created": int(time.time()),
+            "currency": "usd",
+            "livemode": False,
+            "lookup_key": None,
+            "metadata": {},
+            "product": product,
+            "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
+            "type": "recurring",
+            "unit_amount": unit_amount,
+        }
+        self.prices[price_id] = price
+        self._remember(price_id)
+        return copy.deepcopy(price)
+
+    def price(self, price_id: str, param: str = "id") -> JSON:
+        if price_id not in self.prices:
+            raise missing("price", price_id, param)
+        return copy.deepcopy(self.prices[price_id])
+
+    def add_customer(
+        self,
+        customer_id: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> JSON:
+        customer: JSON = {
+            "id": customer_id or new_id("cus"),
+            "object": "customer",
+            "created": int(time.time()),
+            "email": email,
+            "name": name,
+            "livemode": False,
+            "metadata": dict(metadata or {}),
+        }
+        self.customers[customer["id"]] = customer
+        self._remember(customer["id"])
+        return copy.deepcopy(customer)
+
+    def customer(self, customer_id: str, param: str = "id") -> JSON:
+        if customer_id not in self.customers:
+            raise missing("customer", customer_id, param)
+        return copy.deepcopy(self.customers[customer_id])
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    def add_subscription(
+        self,
+        *,
+        customer: str,
+        price: str,
+        status: str = "active",
+        sub_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        current_period_end: int | None = None,
+        cancel_at_period_end: bool = False,
+    ) -> JSON:
+        now = int(time.time())
+        period_end = current_period_end or now + PERIOD_SECONDS
+        sub: JSON = {
+            "id": sub_id or new_id("sub"),
+            "object": "subscription",
+            "customer": customer,
+            "status": status,
+            "cancel_at": None,
+            "cancel_at_period_end": cancel_at_period_end,
+            "canceled_at": now if status in ENDED_STATUSES else None,
+            "ended_at": now if status in ENDED_STATUSES else None,
+            "created": now,
+            "current_period_start": now,
+            "current_period_end": period_end,  # pre-2025-03-31 clients read it here
+            "livemode": False,
+            "metadata": dict(metadata or {}),
+            "items": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "total_count": 1,
+                "url": "/v1/subscription_items",
+            },
+            "latest_invoice": None,
+        }
+        item: JSON = {
+            "id": new_id("si"),
+            "object": "subscription_item",
+            "created": now,
+            "current_period_start": now,
+            "current_period_end": period_end,
+            "metadata": {},
+            "price": {},
+            "quantity": 1,
+            "subscription": sub["id"],
+        }
+        sub["items"]["data"].append(item)
+        self.subscriptions[sub["id"]] = sub
+        self._remember(sub["id"])
+        self.revisions[sub["id"]] = 1
+        self.set_item_price(sub["id"], item["id"], price)
+        return copy.deepcopy(sub)
+
+    def subscription(self, sub_id: str) -> JSON:
+        return copy.deepcopy(self._sub(sub_id))
+
+    def _sub(self, sub_id: str) -> JSON:
+        if sub_id not in self.subscriptions:
+            raise missing("subscription", sub_id)
+        return self.subscriptions[sub_id]
+
+    def set_item_price(self, sub_id: str, item_id: str | None, price_id: str) -> None:
+        """Point one item (the first when ``item_id`` is None) at ``price_id``; no bump."""
+        sub = self._sub(sub_id)
+        items: list[JSON] = sub["items"]["data"]
+        matches = [item for item in items if item_id in (None, item["id"])]
+        if not matches:
+            raise missing("subscription_item", str(item_id), "items[0][id]")
+        matches[0]["price"] = self.price(price_id, "items[0][price]")
+
+    def change_subscription(self, sub_id: str, **changes: Any) -> JSON:
+        """Apply changes as the dashboard would; ``price`` and ``current_period_end`` also
+        reach the first item, ``metadata`` replaces. Unknown fields raise ``KeyError``."""
+        sub = self._sub(sub_id)
+        for key, value in changes.items():
+            if key == "price":
+                self.set_item_price(sub_id, None, value)
+            elif key == "current_period_end":
+                sub[key] = sub["items"]["data"][0][key] = value
+            elif key == "metadata":
+                sub[key] = dict(value)
+            elif key in sub and key not in ("id", "object", "items"):
+                sub[key] = value
+            else:
+                raise KeyError(f"fake subscription has no settable field {key!r}")
+        if changes.get("status") in ENDED_STATUSES and sub["canceled_at"] is None:
+            sub["canceled_at"] = sub["ended_at"] = int(time.time())
+        self.bump(sub_id)
+        return copy.deepcopy(sub)
+
+    def cancel_subscription(self, sub_id: str) -> JSON:
+        sub = self._sub(sub_id)
+        if sub["status"] not in ENDED_STATUSES:
+            self.change_subscription(sub_id, status="canceled")
+        return copy.deepcopy(sub)
+
+    def bump(self, sub_id: str) -> None:
+        self.revisions[sub_id] += 1
+
+    # -- lists ---------------------------------------------------------------------------
+
+    def page(
+        self,
+        objects: Iterable[JSON],
+        params: JSON,
+        url: str,
+        kind: str,
+        keep: Callable[[JSON], bool] = lambda _: True,
+    ) -> JSON:
+        """One page of a Stripe list, newest first, honouring limit/starting_after/ending_before."""
+        try:
+            limit = int(params.get("limit", 10))
+        except (TypeError, ValueError):
+            raise StripeError(400, "Invalid integer: limit", param="limit") from None
+        if not 1 <= limit <= 100:
+            raise StripeError(400, "Invalid limit: must be between 1 and 100", param="limit")
+        ordered = sorted(objects, key=lambda obj: self._order[obj["id"]], reverse=True)
+        ids = [obj["id"] for obj in ordered]
+        start, stop = 0, len(ordered)
+        for param in ("starting_after", "ending_before"):
+            cursor = params.get(param)
+            if cursor is None:
+                continue
+            if cursor not in ids:
+                raise missing(kind, str(cursor), param)
+            if param == "starting_after":
+                start = ids.index(cursor) + 1
+            else:
+                stop = ids.index(cursor)
+        selected = [obj for obj in ordered[start:stop] if keep(obj)]
+        if "ending_before" in params and "starting_after" not in params:
+            data, has_more = selected[-limit:], len(selected) > limit
+        else:
+            data, has_more = selected[:limit], len(selected) > limit
+        return {
+            "object": "list",
+            "data": copy.deepcopy(data),
+            "has_more": has_more,
+            "url": url,
+        }
