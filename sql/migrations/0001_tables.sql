@@ -82,6 +82,20 @@ CREATE TABLE statebus.tracked (
     row_key     name
 );
 
+-- Users touched by transactions in flight, keyed by transaction. Unlogged: rows live
+-- only until their transaction's commit-time flush, so there is nothing to recover.
+CREATE UNLOGGED TABLE statebus.dirty (
+    txid    xid8 NOT NULL,
+    user_id text NOT NULL,
+    PRIMARY KEY (txid, user_id)
+);
+
+-- One row per capturing transaction; its deferred constraint trigger (installed by
+-- sql/triggers/30_flush.sql) runs the flush once, at commit.
+CREATE UNLOGGED TABLE statebus.commit_hook (
+    txid xid8 PRIMARY KEY
+);
+
 CREATE TABLE statebus.settings (
     name  text PRIMARY KEY,
     value text NOT NULL

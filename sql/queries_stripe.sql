@@ -1,0 +1,126 @@
+-- Queries of the Stripe side (server/stripe/): the webhook inbox and subscription writes.
+
+-- name: stripe_inbox_insert
+-- Stores one event unless its id is already there; a row back means "new". The NOTIFY
+-- (delivered at commit) wakes the inbox workers; channel `statebus` is not used here.
+WITH inserted AS (
+    INSERT INTO statebus.stripe_events (id, type, created, payload, customer_id)
+    VALUES ($1, $2, to_timestamp($3), $4::jsonb, $5)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify('statebus_stripe_inbox', id) FROM inserted;
+
+-- name: stripe_inbox_claim
+-- Leases the oldest due event for $1 seconds: a worker that dies mid-way leaves it due
+-- again once the lease runs out. SKIP LOCKED keeps concurrent workers apart.
+UPDATE statebus.stripe_events e
+SET next_attempt_at = now() + make_interval(secs => $1), attempts = e.attempts + 1
+WHERE e.id = (
+    SELECT id FROM statebus.stripe_events
+    WHERE status IN ('pending', 'failed', 'unmatched') AND next_attempt_at <= now()
+    ORDER BY next_attempt_at, created, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING e.id, e.type, e.payload::text AS payload, e.attempts;
+
+-- name: stripe_inbox_done
+-- Outcome of one event: applied | ignored end it; unmatched waits $4 seconds (or a
+-- checkout that links its customer) before the next try.
+UPDATE statebus.stripe_events
+SET status = $2, last_error = $3,
+    next_attempt_at = now() + make_interval(secs => $4),
+    applied_at = CASE WHEN $2 IN ('applied', 'ignored') THEN now() END
+WHERE id = $1;
+
+-- name: stripe_inbox_failed
+UPDATE statebus.stripe_events
+SET status = 'failed', last_error = $2, next_attempt_at = now() + make_interval(secs => $3)
+WHERE id = $1;
+
+-- name: stripe_inbox_requeue_customer
+-- A checkout linked this customer: its parked events are due now.
+WITH due AS (
+    UPDATE statebus.stripe_events SET status = 'pending', next_attempt_at = now()
+    WHERE customer_id = $1 AND status = 'unmatched'
+    RETURNING id
+)
+SELECT count(*) AS requeued, pg_notify('statebus_stripe_inbox', $1)
+FROM due HAVING count(*) > 0;
+
+-- name: stripe_set_source
+-- Names this transaction's versions in statebus.history (see statebus.write_source()).
+SELECT set_config('statebus.source', $1, true);
+
+-- name: stripe_lock_subscription
+-- Every Stripe-derived write of a subscription (worker, upgrade, reconcile) holds this
+-- from reading Stripe until commit, so writes happen in the order Stripe was observed.
+SELECT pg_advisory_xact_lock(hashtext('stripe_sub:' || $1));
+
+-- name: stripe_lock_customer
+-- Orders "this customer has no user" (event parked as unmatched) against a checkout
+-- linking the customer, so a link never misses an event parked at the same moment.
+SELECT pg_advisory_xact_lock(hashtext('stripe_customer:' || $1));
+
+-- name: stripe_plan_for_price
+SELECT code FROM public.plans WHERE stripe_price_id = $1;
+
+-- name: stripe_plan_price
+SELECT code, stripe_price_id FROM public.plans WHERE code = $1;
+
+-- name: stripe_user_for_customer
+SELECT user_id FROM public.user_billing WHERE stripe_customer_id = $1;
+
+-- name: stripe_user_exists
+SELECT EXISTS (SELECT 1 FROM public.users WHERE id = $1);
+
+-- name: stripe_customer_for_user
+SELECT stripe_customer_id FROM public.user_billing WHERE user_id = $1;
+
+-- name: stripe_local_subscription
+SELECT user_id, plan, status, stripe_subscription_id, current_period_end,
+       cancel_at_period_end
+FROM public.user_subscriptions WHERE user_id = $1;
+
+-- name: stripe_local_subscriptions
+-- Every row that names a Stripe subscription (reconcile), or one user's row.
+SELECT user_id, plan, status, stripe_subscription_id, current_period_end,
+       cancel_at_period_end
+FROM public.user_subscriptions
+WHERE stripe_subscription_id IS NOT NULL AND ($1::text IS NULL OR user_id = $1)
+ORDER BY user_id;
+
+-- name: stripe_link_customer
+-- Links a checkout's customer to its user; no write (so no version) when already linked.
+INSERT INTO public.user_billing AS b (user_id, stripe_customer_id) VALUES ($1, $2)
+ON CONFLICT (user_id) DO UPDATE SET stripe_customer_id = excluded.stripe_customer_id
+WHERE b.stripe_customer_id IS DISTINCT FROM excluded.stripe_customer_id;
+
+-- name: stripe_upsert_subscription
+-- Writes Stripe's current subscription for a user. The WHERE skips rows that already
+-- hold these values, so an unchanged subscription touches nothing (no updated_at bump,
+-- no version). A row back means something was written.
+INSERT INTO public.user_subscriptions AS s (
+    user_id, plan, status, stripe_subscription_id, current_period_end,
+    cancel_at_period_end, stripe_updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (user_id) DO UPDATE SET
+    plan = excluded.plan,
+    status = excluded.status,
+    stripe_subscription_id = excluded.stripe_subscription_id,
+    current_period_end = excluded.current_period_end,
+    cancel_at_period_end = excluded.cancel_at_period_end,
+    stripe_updated_at = excluded.stripe_updated_at,
+    updated_at = now()
+WHERE (s.plan, s.status, s.stripe_subscription_id, s.current_period_end,
+       s.cancel_at_period_end)
+      IS DISTINCT FROM
+      (excluded.plan, excluded.status, excluded.stripe_subscription_id,
+       excluded.current_period_end, excluded.cancel_at_period_end)
+RETURNING s.user_id;
+
+-- name: stripe_user_version
+SELECT coalesce((SELECT version FROM statebus.versions WHERE user_id = $1), 0);
+
+-- name: stripe_user_for_subscription
+SELECT user_id FROM public.user_subscriptions WHERE stripe_subscription_id = $1;
