@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tail = commands.add_parser("tail", help="print live state changes, one line each")
     tail.add_argument("--user", dest="user_id")
+    tail.add_argument(
+        "--url",
+        default=os.environ.get("STATEBUS_URL", "ws://127.0.0.1:8000/v1/ws"),
+        help="the server's socket (with --user)",
+    )
     return parser
 
 
@@ -71,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tail":
         from server.tail import run_tail
 
-        return run_tail(settings, user_id=args.user_id)
+        return run_tail(settings, user_id=args.user_id, url=args.url)
     raise AssertionError(args.command)
 
 

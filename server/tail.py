@@ -8,7 +8,6 @@ database directly and prints every user's versions, like any backend service may
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from typing import Any
 
@@ -55,7 +54,7 @@ async def tail_all(dsn: str) -> None:
         await conn.close()
 
 
-def run_tail(settings: Settings, *, user_id: str | None) -> int:
+def run_tail(settings: Settings, *, user_id: str | None, url: str) -> int:
     try:
         if user_id is None:
             with database_url(settings) as dsn:
@@ -64,7 +63,6 @@ def run_tail(settings: Settings, *, user_id: str | None) -> int:
         if settings.jwt_secret is None:
             print("statebus tail --user needs STATEBUS_JWT_SECRET to mint a token", file=sys.stderr)
             return 2
-        url = os.environ.get("STATEBUS_URL", "ws://127.0.0.1:8000/v1/ws")
         token = issue_token(settings.jwt_secret, "statebus-tail", ttl=12 * 3600, admin=True)
         asyncio.run(tail_user(url, token, user_id))
     except KeyboardInterrupt:

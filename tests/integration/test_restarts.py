@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import httpx
 import pytest
 
 from server.client import Session, SessionClosed, follow
@@ -67,7 +68,14 @@ async def test_postgres_restart_during_writes_ends_at_final_version(
         loop = asyncio.get_running_loop()
         embedded = pg_server.embedded
         await loop.run_in_executor(None, embedded.kill)
-        await loop.run_in_executor(None, embedded.restart)
+        async with httpx.AsyncClient(base_url=server.http) as http:
+
+            async def ready_is(status: int) -> bool:
+                return (await http.get("/readyz")).status_code == status
+
+            await wait_for(lambda: ready_is(503), what="/readyz 503 while PostgreSQL is down")
+            await loop.run_in_executor(None, embedded.restart)
+            await wait_for(lambda: ready_is(200), timeout=30, what="/readyz 200 again")
         for n in range(2, 12):
             await write(n)
         await wait_for(
