@@ -48,11 +48,13 @@ class PgServer:
         finally:
             await conn.close()
 
-    async def create_database(self) -> str:
+    async def create_database(self, *, migrated: bool = True) -> str:
+        """A new database: a copy of the migrated template, or empty (template0)."""
         name = f"statebus_t_{uuid.uuid4().hex[:12]}"
+        template = self.template if migrated else "template0"
         conn = await asyncpg.connect(self.admin_dsn)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         finally:
             await conn.close()
         return with_database(self.admin_dsn, name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,7 +10,7 @@ import pytest
 
 from server import sqlfiles
 from server.migrations import MigrationError, migrate
-from tests.pg import PgServer, with_database
+from tests.pg import PgServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -43,13 +42,7 @@ EXPECTED_KEYS = {
 
 @pytest.fixture
 async def empty_db(pg_server: PgServer) -> AsyncIterator[str]:
-    name = f"statebus_empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(pg_server.admin_dsn, name)
+    dsn = await pg_server.create_database(migrated=False)
     yield dsn
     await pg_server.drop_database(dsn)
 
