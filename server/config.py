@@ -7,6 +7,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+# Stripe's proration_behavior for upgrades; always_invoice charges the difference now.
+PRORATIONS = ("always_invoice", "create_prorations", "none")
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message says which and how to fix it."""
@@ -30,6 +33,7 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...]
     stripe_api_base: str | None
     max_sockets_per_user: int = 32
+    proration_behavior: str = "always_invoice"
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -53,6 +57,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         max_sockets = int(env.get("STATEBUS_MAX_SOCKETS_PER_USER", "32"))
     except ValueError as exc:
         raise ConfigError("STATEBUS_MAX_SOCKETS_PER_USER must be a whole number") from exc
+    proration = env.get("STATEBUS_PRORATION_BEHAVIOR") or "always_invoice"
+    if proration not in PRORATIONS:
+        raise ConfigError(f"STATEBUS_PRORATION_BEHAVIOR must be one of {', '.join(PRORATIONS)}")
     return Settings(
         database_url=env.get("STATEBUS_DATABASE_URL") or None,
         home=home,
@@ -66,6 +73,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_webhook_secrets=_list(env.get("STRIPE_WEBHOOK_SECRET")),
         stripe_api_base=env.get("STRIPE_API_BASE") or None,
         max_sockets_per_user=max_sockets,
+        proration_behavior=proration,
     )
 
 

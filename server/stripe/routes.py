@@ -1,7 +1,13 @@
-"""Stripe's HTTP routes."""
+"""Stripe's HTTP routes (contract section 5)."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
-ROUTES: list[Route] = []
+from server.stripe.upgrade import upgrade
+from server.stripe.webhook import stripe_webhook
+
+ROUTES: list[Route] = [
+    Route("/v1/stripe/webhook", stripe_webhook, methods=["POST"]),
+    Route("/v1/billing/upgrade", upgrade, methods=["POST"]),
+]

@@ -15,6 +15,7 @@ Responses close the connection (HTTP/1.0), so no client keeps sockets open to a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import socketserver
@@ -81,7 +82,7 @@ class FakeStripe:
         self.state = StripeState()
         self.url = ""
         self.requests: list[RequestLog] = []
-        self.params_log: list[JSON] = []  # decoded params, index-aligned with ``requests``
+        self.params_log: list[dict[str, str]] = []  # flat form fields, aligned with ``requests``
         self._lock = self.state.lock
         self._rules: list[_Rule] = []
         self._latency = 0.0
@@ -236,7 +237,8 @@ class FakeStripe:
             )
         if answer is None:
             handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
             return
         status, payload, extra_headers = answer
         data = json.dumps(payload).encode()

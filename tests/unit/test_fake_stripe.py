@@ -231,10 +231,26 @@ def test_api_key_is_required(fake: FakeStripe) -> None:
         fake.client(api_key="pk_test_wrong").v1.prices.retrieve("price_a")
 
 
-async def test_async_client_works(fake: FakeStripe, client: stripe.StripeClient) -> None:
-    fake.add_subscription(customer="cus_1", price="price_a", sub_id="sub_1")
-    sub = await client.v1.subscriptions.retrieve_async("sub_1")
-    assert sub.id == "sub_1"
+# stripe.HTTPXClient posts its form body as data=<str>, which httpx 0.28 deprecates; under
+# filterwarnings=error every async POST would otherwise fail as an APIConnectionError.
+@pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+async def test_async_httpx_client_works(fake: FakeStripe) -> None:
+    for n in range(3):
+        fake.add_subscription(customer="cus_1", price="price_a", sub_id=f"sub_{n}")
+    http = stripe.HTTPXClient(timeout=5)
+    client = fake.client(http_client=http, max_network_retries=2)
+    try:
+        sub = await client.v1.subscriptions.retrieve_async("sub_1")
+        updated = await client.v1.subscriptions.update_async(
+            "sub_1", {"items": [{"price": "price_b"}]}, {"idempotency_key": "a-1"}
+        )
+        page = await client.v1.subscriptions.list_async({"status": "all", "limit": 2})
+        ids = [s.id async for s in page.auto_paging_iter()]
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+
+    assert sub.id == "sub_1" and updated["items"]["data"][0]["price"]["id"] == "price_b"
+    assert ids == ["sub_2", "sub_1", "sub_0"]
 
 
 def test_raw_http_unknown_route_and_bracket_lists(fake: FakeStripe) -> None:

@@ -1,0 +1,92 @@
+"""`POST /v1/stripe/webhook`: verify Stripe's signature over the raw body, store the event.
+
+The endpoint only stores (statebus.stripe_events, once per id) and answers; the inbox
+worker applies events. So Stripe sees a 5xx, and retries, only when storing failed.
+Never logs the body, the signature header or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+import stripe
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server import sqlfiles
+from server.messages import WebhookAck
+from server.routes import HTTPError, json_response
+from server.runtime import runtime
+from server.stripe.events import StoredEvent, customer_of, event_decoder
+
+log = logging.getLogger("statebus.stripe")
+
+MAX_BODY_BYTES = 1024 * 1024
+TOLERANCE_SECONDS = 300
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refused with 413 past `limit` (by Content-Length and while reading)."""
+    too_large = HTTPError(413, "payload_too_large", f"webhook bodies are limited to {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
+    """Accepts a signature made with any configured secret (rotation), within 300 s."""
+    if not header:
+        raise HTTPError(400, "bad_signature", "missing Stripe-Signature header")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "bad_payload", "body is not UTF-8") from None
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, header, secret, TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError:
+            continue
+        return
+    raise HTTPError(400, "bad_signature", "signature does not match or is too old")
+
+
+def parse(body: bytes) -> StoredEvent:
+    try:
+        event = event_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HTTPError(400, "bad_payload", f"not a Stripe event: {exc}") from None
+    if not event.id or not event.type:
+        raise HTTPError(400, "bad_payload", "event id and type are required")
+    return event
+
+
+async def stripe_webhook(request: Request) -> Response:
+    rt = runtime(request)
+    secrets = rt.settings.stripe_webhook_secrets
+    if not secrets:
+        raise HTTPError(503, "stripe_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
+    body = await read_body(request)
+    verify(body, request.headers.get("stripe-signature"), secrets)
+    event = parse(body)
+    try:
+        stored = await rt.pool.fetchrow(
+            sqlfiles.queries()["stripe_inbox_insert"],
+            event.id,
+            event.type,
+            event.created,
+            body.decode("utf-8"),
+            customer_of(event),
+        )
+    except Exception as exc:
+        log.error("could not store stripe event %s: %s", event.id, type(exc).__name__)
+        raise HTTPError(500, "storage_failed", "the event could not be stored") from None
+    return json_response(WebhookAck(received=True, duplicate=stored is None))

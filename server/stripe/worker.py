@@ -1,0 +1,153 @@
+"""The inbox worker: applies stored Stripe events, retrying failures with backoff.
+
+Wakes on NOTIFY `statebus_stripe_inbox` (its own connection, never one from the pool) and
+polls every second anyway, so a lost notification or a dropped connection only delays
+work. Several loops claim events with FOR UPDATE SKIP LOCKED under a lease; an event whose
+worker died becomes due again when the lease ends. It writes tables only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import asyncpg
+import stripe
+
+from server import sqlfiles
+from server.stripe.client import StripeGateway, redact
+from server.stripe.events import apply_event, event_decoder
+from server.stripe.store import UnknownPrice
+
+log = logging.getLogger("statebus.stripe")
+
+CHANNEL = "statebus_stripe_inbox"
+LEASE_SECONDS = 120.0  # longer than a Stripe call with its retries can take
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+def backoff_seconds(attempts: int) -> float:
+    """1 s, 2 s, 4 s ... up to an hour, with a little jitter so retries spread out."""
+    base: float = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
+    return base * random.uniform(1.0, 1.25)
+
+
+def describe(exc: BaseException) -> str:
+    """A short error for last_error. Stripe errors carry their own message (never the key);
+    anything else is named by type only, since its text could hold anything."""
+    if isinstance(exc, stripe.StripeError):
+        status = f" {exc.http_status}" if exc.http_status else ""
+        message = redact(exc.user_message or "no message")
+        return f"stripe {type(exc).__name__}{status}: {message}"[:500]
+    if isinstance(exc, UnknownPrice | asyncpg.PostgresError):
+        return f"{type(exc).__name__}: {exc}"[:500]
+    return f"{type(exc).__name__}"
+
+
+class InboxWorker:
+    def __init__(
+        self,
+        dsn: str,
+        pool: asyncpg.Pool,
+        gateway: StripeGateway,
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._dsn, self._pool, self._gateway = dsn, pool, gateway
+        self._concurrency, self._poll = concurrency, poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="stripe-inbox-listen")]
+        self._tasks += [
+            asyncio.create_task(self._work(), name=f"stripe-inbox-{n}")
+            for n in range(self._concurrency)
+        ]
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Lets each loop finish its current event, then cancels what is left."""
+        self._stopping.set()
+        self._wake.set()
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # -- waking up -------------------------------------------------------------------------
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        """Keeps a LISTEN connection up; reconnects with backoff when it drops."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._wake.set()  # anything stored while we were not listening
+                delay = 0.5
+                while not self._stopping.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), 5.0)
+            except Exception as exc:  # polling covers the gap; keep trying to reconnect
+                log.warning("stripe inbox LISTEN connection failed: %s", type(exc).__name__)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            if not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _work(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before claiming: a NOTIFY from now on is not missed
+            try:
+                worked = await self.process_one()
+            except Exception as exc:  # the loop must outlive a lost connection or a bug
+                log.warning("stripe inbox loop error: %s", type(exc).__name__)
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+            else:
+                self._wake.set()  # more may be due; let the sibling loops look too
+
+    # -- one event -------------------------------------------------------------------------
+
+    async def process_one(self) -> bool:
+        """Claims and applies one due event; False when none was due."""
+        q = sqlfiles.queries()
+        async with self._pool.acquire() as conn:
+            claimed = await conn.fetchrow(q["stripe_inbox_claim"], LEASE_SECONDS)
+            if claimed is None:
+                return False
+            event_id, attempts = claimed["id"], claimed["attempts"]
+            try:
+                event = event_decoder.decode(claimed["payload"])
+                async with conn.transaction():
+                    outcome = await apply_event(conn, self._gateway, event)
+                    wait = backoff_seconds(attempts) if outcome.status == "unmatched" else 0.0
+                    await conn.execute(
+                        q["stripe_inbox_done"], event_id, outcome.status, outcome.note, wait
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = describe(exc)
+                log.warning("stripe event %s failed (attempt %d): %s", event_id, attempts, error)
+                await conn.execute(
+                    q["stripe_inbox_failed"], event_id, error, backoff_seconds(attempts)
+                )
+            return True
