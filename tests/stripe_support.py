@@ -98,3 +98,23 @@ async def history_sources(conn: asyncpg.Connection, user_id: str) -> list[str]:
         "SELECT source FROM statebus.history WHERE user_id = $1 ORDER BY version", user_id
     )
     return [row["source"] for row in rows]
+
+
+async def seed_subscriber(conn: asyncpg.Connection, fake: FakeStripe, user_id: str) -> None:
+    """`user_id` on glow_up as customer cus_demo with subscription sub_demo, in the fake
+    Stripe and in the database alike."""
+    await seed(conn, fake)
+    sub = fake.add_subscription(customer="cus_demo", price=GLOW, sub_id="sub_demo")
+    async with conn.transaction():
+        await conn.execute("INSERT INTO users (id, email) VALUES ($1, 'demo@example.com')", user_id)
+        await conn.execute(
+            "INSERT INTO user_billing (user_id, stripe_customer_id) VALUES ($1, 'cus_demo')",
+            user_id,
+        )
+        await conn.execute(
+            "INSERT INTO user_subscriptions (user_id, plan, status, stripe_subscription_id,"
+            " current_period_end) VALUES ($1, 'glow_up', 'active', 'sub_demo',"
+            " to_timestamp($2))",
+            user_id,
+            sub["items"]["data"][0]["current_period_end"],
+        )

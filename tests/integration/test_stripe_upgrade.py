@@ -18,7 +18,7 @@ from tests.stripe_support import (
     deliver,
     event_status,
     history_sources,
-    seed,
+    seed_subscriber,
     stripe_settings,
     subscription_event,
     subscription_row,
@@ -47,20 +47,7 @@ async def client(
     app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The demo user on glow_up, with the subscription in Stripe and in the database."""
-    await seed(conn, fake)
-    sub = fake.add_subscription(customer="cus_demo", price=GLOW, sub_id="sub_demo")
-    async with conn.transaction():
-        await conn.execute("INSERT INTO users (id, email) VALUES ($1, 'demo@example.com')", USER)
-        await conn.execute(
-            "INSERT INTO user_billing (user_id, stripe_customer_id) VALUES ($1, 'cus_demo')", USER
-        )
-        await conn.execute(
-            "INSERT INTO user_subscriptions (user_id, plan, status, stripe_subscription_id,"
-            " current_period_end) VALUES ($1, 'glow_up', 'active', 'sub_demo',"
-            " to_timestamp($2))",
-            USER,
-            sub["items"]["data"][0]["current_period_end"],
-        )
+    await seed_subscriber(conn, fake, USER)
     headers = {"Authorization": f"Bearer {app.token(USER)}"}
     async with httpx.AsyncClient(base_url=app.http, timeout=30, headers=headers) as http:
         yield http
