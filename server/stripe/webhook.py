@@ -14,7 +14,7 @@ import stripe
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server import sqlfiles
+from server import metrics, sqlfiles
 from server.messages import WebhookAck
 from server.routes import HTTPError, json_response
 from server.runtime import runtime
@@ -88,5 +88,7 @@ async def stripe_webhook(request: Request) -> Response:
         )
     except Exception as exc:
         log.error("could not store stripe event %s: %s", event.id, type(exc).__name__)
+        metrics.webhooks.labels("storage_failed").inc()
         raise HTTPError(500, "storage_failed", "the event could not be stored") from None
+    metrics.webhooks.labels("duplicate" if stored is None else "stored").inc()
     return json_response(WebhookAck(received=True, duplicate=stored is None))
