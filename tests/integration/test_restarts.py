@@ -38,6 +38,7 @@ async def test_graceful_shutdown_closes_sockets_with_1012_and_resume_catches_up(
         assert message.version == 2
 
 
+@pytest.mark.restarts_postgres
 async def test_postgres_restart_during_writes_ends_at_final_version(
     server: RunningServer, conn: asyncpg.Connection, dsn: str, pg_server: PgServer
 ) -> None:
