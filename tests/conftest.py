@@ -6,8 +6,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.fakes.stripe_api import FakeStripe
 from tests.pg import PgServer, running_server
 from tests.server import RunningServer, settings_for_tests
+from tests.stripe_support import stripe_settings
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +44,20 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 def server(dsn: str, tmp_path: Path) -> Iterator[RunningServer]:
     """The real app on a real uvicorn, against this test's database."""
     running = RunningServer(settings_for_tests(tmp_path), dsn).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStripe]:
+    """The stateful fake Stripe API on a loopback port."""
+    with FakeStripe() as running:
+        yield running
+
+
+@pytest.fixture
+def app(dsn: str, tmp_path: Path, fake: FakeStripe) -> Iterator[RunningServer]:
+    """The real server with Stripe configured against the fake API."""
+    running = RunningServer(stripe_settings(tmp_path, fake), dsn).start()
     yield running
     running.stop()

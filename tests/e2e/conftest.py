@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,9 @@ async def serve_static(route: Route) -> None:
     await route.fulfill(status=200, body=(STATIC / name).read_bytes(), content_type=content_type)
 
 
-@pytest.fixture
-async def tabs(browser: Browser, server: RunningServer) -> AsyncIterator[Tabs]:
+@contextlib.asynccontextmanager
+async def browser_tabs(browser: Browser, server: RunningServer) -> AsyncIterator[Tabs]:
+    """A fresh browser profile (own localStorage, locks, channel) against `server`."""
     context = await browser.new_context(viewport={"width": 1100, "height": 820})
     opened = Tabs(context, server)
     try:
@@ -93,3 +95,16 @@ async def tabs(browser: Browser, server: RunningServer) -> AsyncIterator[Tabs]:
     finally:
         await context.close()
     assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
+
+
+@pytest.fixture
+async def tabs(browser: Browser, server: RunningServer) -> AsyncIterator[Tabs]:
+    async with browser_tabs(browser, server) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def stripe_tabs(browser: Browser, app: RunningServer) -> AsyncIterator[Tabs]:
+    """Tabs against a server whose Stripe is the fake API."""
+    async with browser_tabs(browser, app) as opened:
+        yield opened

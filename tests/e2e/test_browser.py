@@ -6,18 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Page, expect
 
 from tests.e2e.conftest import Tabs
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import USER, add_user, seed_plans, version_of, wait_for
 from tests.server import RunningServer
-from tests.stripe_support import seed_subscriber, stripe_settings
+from tests.stripe_support import seed_subscriber
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
@@ -185,32 +184,10 @@ async def test_cached_snapshot_paints_before_the_socket_connects(
     await expect_shows(page, "viral_surge", version, timeout=SLOW)
 
 
-@pytest.fixture
-def fake_stripe() -> Iterator[FakeStripe]:
-    with FakeStripe() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def stripe_tabs(
-    browser: Browser, dsn: str, tmp_path: Path, fake_stripe: FakeStripe
-) -> AsyncIterator[Tabs]:
-    """Tabs against a server whose Stripe is the fake API."""
-    running = RunningServer(stripe_settings(tmp_path, fake_stripe), dsn).start()
-    context = await browser.new_context(viewport={"width": 1100, "height": 820})
-    opened = Tabs(context, running)
-    try:
-        yield opened
-    finally:
-        await context.close()
-        running.stop()
-    assert not opened.errors, f"uncaught errors in the page: {opened.errors}"
-
-
 async def test_upgrade_button_in_one_tab_shows_in_the_other(
-    stripe_tabs: Tabs, conn: asyncpg.Connection, fake_stripe: FakeStripe, tmp_path: Path
+    stripe_tabs: Tabs, conn: asyncpg.Connection, fake: FakeStripe, tmp_path: Path
 ) -> None:
-    await seed_subscriber(conn, fake_stripe, USER)
+    await seed_subscriber(conn, fake, USER)
     await conn.execute(
         "INSERT INTO user_usage (user_id, metric, used) VALUES ($1, 'seats', 7)", USER
     )
@@ -224,7 +201,7 @@ async def test_upgrade_button_in_one_tab_shows_in_the_other(
         await expect_shows(page, "viral_surge", 3)
         await expect(page.get_by_test_id("plan-name")).to_have_text("Viral Surge", timeout=T)
         await expect(page.get_by_test_id("upgrade-viral_surge")).to_be_hidden(timeout=T)
-    assert fake_stripe.get_subscription("sub_demo")["items"]["data"][0]["price"]["id"] == (
+    assert fake.get_subscription("sub_demo")["items"]["data"][0]["price"]["id"] == (
         "price_viral_surge"
     )
     assert len(stripe_tabs.sockets) == 1
@@ -234,7 +211,7 @@ async def test_upgrade_button_in_one_tab_shows_in_the_other(
     assert shot.stat().st_size > 10_000
 
     # A Stripe failure is shown plainly and changes nothing.
-    fake_stripe.fail_next(3, status=500)  # the first try and both of the gateway's retries
+    fake.fail_next(3, status=500)  # the first try and both of the gateway's retries
     await a.get_by_test_id("upgrade-glow_up").click()
     await expect(a.get_by_test_id("error")).to_contain_text("stripe", timeout=T, ignore_case=True)
     await expect_shows(b, "viral_surge", 3)

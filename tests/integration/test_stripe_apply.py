@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -25,7 +24,6 @@ from tests.stripe_support import (
     event_status,
     history_sources,
     seed,
-    stripe_settings,
     subscription_event,
     subscription_row,
 )
@@ -33,19 +31,6 @@ from tests.stripe_support import (
 pytestmark = pytest.mark.asyncio
 
 USER = "user_apply_1"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as running:
-        yield running
-
-
-@pytest.fixture
-def app(dsn: str, tmp_path: Path, fake: FakeStripe) -> Iterator[RunningServer]:
-    running = RunningServer(stripe_settings(tmp_path, fake), dsn).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -25,12 +24,6 @@ from tests.stripe_support import (
 )
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as running:
-        yield running
 
 
 @pytest.fixture

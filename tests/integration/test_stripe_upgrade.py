@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -19,7 +18,6 @@ from tests.stripe_support import (
     event_status,
     history_sources,
     seed_subscriber,
-    stripe_settings,
     subscription_event,
     subscription_row,
 )
@@ -27,19 +25,6 @@ from tests.stripe_support import (
 pytestmark = pytest.mark.asyncio
 
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as running:
-        yield running
-
-
-@pytest.fixture
-def app(dsn: str, tmp_path: Path, fake: FakeStripe) -> Iterator[RunningServer]:
-    running = RunningServer(stripe_settings(tmp_path, fake), dsn).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

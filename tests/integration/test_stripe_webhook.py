@@ -25,12 +25,6 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as running:
-        yield running
-
-
-@pytest.fixture
 def app(dsn: str, tmp_path: Path, fake: FakeStripe) -> Iterator[RunningServer]:
     settings = stripe_settings(tmp_path, fake, stripe_webhook_secrets=(OLD_SECRET, SECRET))
     running = RunningServer(settings, dsn).start()
