@@ -13,26 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import asyncpg
-import uvicorn
+from harness import demo_database, ms
 
 from server.client import Session
-from server.config import Settings
-from server.embedded import EmbeddedPostgres
-from server.migrations import migrate
-from server.serve import DEMO_USER, uvicorn_config
-
-SECRET = "bench-secret-" + "z" * 40
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from server.serve import DEMO_USER
+from tests.server import RunningServer, settings_for_tests
 
 
 async def baseline(dsn: str, n: int) -> list[float]:
@@ -68,39 +56,17 @@ async def statebus(dsn: str, ws_url: str, token: str, n: int) -> list[float]:
 
 
 async def main(writes: int) -> None:
-    home = Path(tempfile.mkdtemp(prefix="sbb", dir="/tmp"))
-    embedded = EmbeddedPostgres(home)
-    dsn = embedded.start()
-    try:
-        conn = await asyncpg.connect(dsn)
-        await migrate(conn, demo=True)
-        await conn.close()
-        settings = Settings(None, home, False, SECRET, None, None, None, (), None, (), None)
-        config = uvicorn_config(settings, dsn, "127.0.0.1", 8791)
-        config.log_level = "warning"
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            await asyncio.sleep(0.05)
-        from server.auth import issue_token
-
-        token = issue_token(SECRET, DEMO_USER)
-        base = await baseline(dsn, writes)
-        ours = await statebus(dsn, "ws://127.0.0.1:8791/v1/ws", token, writes)
-        server.should_exit = True
-        thread.join(10)
-    finally:
-        embedded.stop()
-    b50, s50 = statistics.median(base), statistics.median(ours)
+    async with demo_database() as (home, dsn):
+        server = RunningServer(settings_for_tests(home), dsn).start()
+        try:
+            base = await baseline(dsn, writes)
+            ours = await statebus(dsn, server.ws, server.token(DEMO_USER), writes)
+        finally:
+            server.stop()
     print(f"writes: {writes}")
-    print(
-        f"baseline pg_notify round trip: p50 {b50 * 1e3:.2f} ms  p99 {pct(base, 0.99) * 1e3:.2f} ms"
-    )
-    print(
-        f"statebus commit-to-socket:     p50 {s50 * 1e3:.2f} ms  p99 {pct(ours, 0.99) * 1e3:.2f} ms"
-    )
-    print(f"ratio (median): {s50 / b50:.1f}x the raw NOTIFY round trip")
+    print(f"baseline pg_notify round trip: {ms(base)}")
+    print(f"statebus commit-to-socket:     {ms(ours)}")
+    print(f"ratio (median): {statistics.median(ours) / statistics.median(base):.1f}x")
 
 
 if __name__ == "__main__":

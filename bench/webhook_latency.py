@@ -15,44 +15,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import asyncpg
 import httpx
-import uvicorn
+from harness import demo_database, ms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.client import Session
+from server.serve import DEMO_USER
+from tests.fakes.stripe_api import FakeStripe
+from tests.fakes.stripe_signing import make_event, sign_payload
+from tests.server import RunningServer
+from tests.stripe_support import stripe_settings
 
-from server.auth import issue_token  # noqa: E402
-from server.client import Session  # noqa: E402
-from server.config import Settings  # noqa: E402
-from server.embedded import EmbeddedPostgres  # noqa: E402
-from server.migrations import migrate  # noqa: E402
-from server.serve import DEMO_USER, uvicorn_config  # noqa: E402
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe  # noqa: E402
-from tests.fakes.stripe_signing import make_event, sign_payload  # noqa: E402
-
-JWT_SECRET = "bench-secret-" + "z" * 40
 WHSEC = "whsec_bench"
-PORT = 8792
+SUBSCRIPTION = "sub_demo_glow_up"  # the demo seed's
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def rounds(dsn: str, fake: FakeStripe, events: int) -> tuple[list[float], list[float]]:
+async def rounds(
+    server: RunningServer, dsn: str, fake: FakeStripe, events: int
+) -> tuple[list[float], list[float]]:
     writer = await asyncpg.connect(dsn)
-    token = issue_token(JWT_SECRET, DEMO_USER)
     webhook, sql = [], []
     async with (
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}") as http,
-        await Session.open(f"ws://127.0.0.1:{PORT}/v1/ws", token) as session,
+        httpx.AsyncClient(base_url=server.http) as http,
+        await Session.open(server.ws, server.token(DEMO_USER)) as session,
     ):
         version = (await session.recv()).version
         for i in range(events):
@@ -64,7 +51,7 @@ async def rounds(dsn: str, fake: FakeStripe, events: int) -> tuple[list[float], 
             version = (await session.recv()).version
             sql.append(time.perf_counter() - start)
 
-            sub = fake.set_subscription("sub_demo_glow_up", cancel_at_period_end=not flag)
+            sub = fake.set_subscription(SUBSCRIPTION, cancel_at_period_end=not flag)
             body = make_event("customer.subscription.updated", sub)
             start = time.perf_counter()
             answer = await http.post(
@@ -82,47 +69,23 @@ async def rounds(dsn: str, fake: FakeStripe, events: int) -> tuple[list[float], 
 
 
 async def main(events: int) -> None:
-    home = Path(tempfile.mkdtemp(prefix="sbw", dir="/tmp"))
-    embedded = EmbeddedPostgres(home)
-    dsn = embedded.start()
     with FakeStripe() as fake:
         fake.add_price("price_glow_up")
         fake.add_price("price_viral_surge")
-        fake.add_subscription(customer="cus_demo", price="price_glow_up", sub_id="sub_demo_glow_up")
-        try:
-            conn = await asyncpg.connect(dsn)
-            await migrate(conn, demo=True)
-            await conn.close()
-            settings = Settings(
-                None,
-                home,
-                False,
-                JWT_SECRET,
-                None,
-                None,
-                None,
-                (),
-                TEST_API_KEY,
-                (WHSEC,),
-                fake.url,
-            )
-            config = uvicorn_config(settings, dsn, "127.0.0.1", PORT)
-            config.log_level = "warning"
-            server = uvicorn.Server(config)
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                await asyncio.sleep(0.05)
-            webhook, sql = await rounds(dsn, fake, events)
-            server.should_exit = True
-            thread.join(10)
-        finally:
-            embedded.stop()
-    w50, s50 = statistics.median(webhook), statistics.median(sql)
+        fake.add_subscription(customer="cus_demo", price="price_glow_up", sub_id=SUBSCRIPTION)
+        async with demo_database() as (home, dsn):
+            settings = stripe_settings(home, fake, stripe_webhook_secrets=(WHSEC,))
+            server = RunningServer(settings, dsn).start()
+            try:
+                webhook, sql = await rounds(server, dsn, fake, events)
+            finally:
+                server.stop()
     print(f"rounds: {events}")
-    print(f"SQL commit-to-socket:   p50 {s50 * 1e3:.2f} ms  p99 {pct(sql, 0.99) * 1e3:.2f} ms")
-    print(f"webhook-to-socket:      p50 {w50 * 1e3:.2f} ms  p99 {pct(webhook, 0.99) * 1e3:.2f} ms")
-    print(f"ratio (median): {w50 / s50:.1f}x the SQL path")
+    print(f"SQL commit-to-socket:   {ms(sql)}")
+    print(f"webhook-to-socket:      {ms(webhook)}")
+    print(
+        f"ratio (median): {statistics.median(webhook) / statistics.median(sql):.1f}x the SQL path"
+    )
 
 
 if __name__ == "__main__":
