@@ -8,6 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
+from server.client import Session
+from server.messages import Snapshot
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import version_of, wait_for
 from tests.server import RunningServer
@@ -44,9 +46,11 @@ def stripe_price(fake: FakeStripe) -> str:
 
 
 async def test_upgrade_changes_stripe_and_the_database_and_its_webhook_adds_nothing(
-    client: httpx.AsyncClient, conn: asyncpg.Connection, fake: FakeStripe
+    client: httpx.AsyncClient, conn: asyncpg.Connection, fake: FakeStripe, app: RunningServer
 ) -> None:
     before = await version_of(conn, USER)
+    socket = await Session.open(app.ws, app.token(USER))
+    assert (await socket.recv()).version == before
 
     response = await client.post("/v1/billing/upgrade", json={"plan": "viral_surge"})
 
@@ -54,6 +58,9 @@ async def test_upgrade_changes_stripe_and_the_database_and_its_webhook_adds_noth
     envelope = response.json()
     assert envelope["user_id"] == USER and envelope["version"] == before + 1
     assert envelope["state"]["plan"]["code"] == "viral_surge"
+    pushed = await socket.recv()  # the socket gets the very version the response carries
+    assert isinstance(pushed, Snapshot)
+    assert (pushed.version, pushed.state) == (envelope["version"], envelope["state"])
     assert stripe_price(fake) == VIRAL
     updates = [(i, h) for i, (m, _, h) in enumerate(fake.requests) if m == "POST"]
     assert len(updates) == 1
@@ -71,6 +78,9 @@ async def test_upgrade_changes_stripe_and_the_database_and_its_webhook_adds_noth
 
     await wait_for(applied, timeout=15, what="the upgrade's webhook applied")
     assert await version_of(conn, USER) == before + 1  # exactly one version for the upgrade
+    with pytest.raises(TimeoutError):
+        await socket.recv(timeout=0.5)  # and nothing more was pushed
+    await socket.close()
 
 
 async def test_stripe_failing_is_502_and_leaves_the_database_alone(
