@@ -33,6 +33,9 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...]
     stripe_api_base: str | None
     max_sockets_per_user: int = 32
+    # A process holds at most ~19,900 sockets here (20,000 open files); past this cap
+    # new sockets get 1013 and a client backs off instead of failing at accept().
+    max_sockets: int = 18_000
     proration_behavior: str = "always_invoice"
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
@@ -53,10 +56,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
                 "STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) is required in production"
             )
         secret = dev_secret(home)
-    try:
-        max_sockets = int(env.get("STATEBUS_MAX_SOCKETS_PER_USER", "32"))
-    except ValueError as exc:
-        raise ConfigError("STATEBUS_MAX_SOCKETS_PER_USER must be a whole number") from exc
+    max_per_user = _count(env, "STATEBUS_MAX_SOCKETS_PER_USER", 32)
+    max_sockets = _count(env, "STATEBUS_MAX_SOCKETS", 18_000)
     proration = env.get("STATEBUS_PRORATION_BEHAVIOR") or "always_invoice"
     if proration not in PRORATIONS:
         raise ConfigError(f"STATEBUS_PRORATION_BEHAVIOR must be one of {', '.join(PRORATIONS)}")
@@ -72,9 +73,20 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_api_key=env.get("STRIPE_API_KEY") or None,
         stripe_webhook_secrets=_list(env.get("STRIPE_WEBHOOK_SECRET")),
         stripe_api_base=env.get("STRIPE_API_BASE") or None,
-        max_sockets_per_user=max_sockets,
+        max_sockets_per_user=max_per_user,
+        max_sockets=max_sockets,
         proration_behavior=proration,
     )
+
+
+def _count(env: dict[str, str], name: str, default: int) -> int:
+    try:
+        value = int(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1")
+    return value
 
 
 def dev_secret(home: Path) -> str:

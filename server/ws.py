@@ -103,6 +103,8 @@ async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
     target = auth.user_id or principal.user_id
     if not rt.verifier.may_read(principal, target):
         raise Close(4403, "forbidden", "this token may not read that user")
+    if rt.hub.subscriber_count() >= rt.settings.max_sockets:
+        raise Close(1013, "overloaded", "this server holds all the sockets it can; retry later")
     if rt.hub.subscriber_count(target) >= rt.settings.max_sockets_per_user:
         raise Close(4429, "too_many_sockets", "too many sockets for this user")
     return auth, principal

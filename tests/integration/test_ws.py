@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from server.client import Session, SessionClosed
 from server.messages import Current, Snapshot
 from tests.helpers import add_user, seed_plans, wait_for
-from tests.server import RunningServer
+from tests.server import RunningServer, settings_for_tests
 
 pytestmark = pytest.mark.asyncio
 
@@ -185,6 +186,23 @@ async def test_too_many_sockets_for_one_user(
     finally:
         for s in sessions:
             await s.close()
+
+
+async def test_a_full_server_answers_1013(
+    dsn: str, tmp_path: Path, seeded: asyncpg.Connection
+) -> None:
+    full = RunningServer(settings_for_tests(tmp_path, max_sockets=2), dsn).start()
+    try:
+        async with (
+            await Session.open(full.ws, full.token("alice")) as first,
+            await Session.open(full.ws, full.token("bob")) as second,
+        ):
+            await snapshot(first)
+            await snapshot(second)
+            async with await Session.open(full.ws, full.token("bob")) as third:
+                assert await closed_with(third) == 1013
+    finally:
+        full.stop()
 
 
 async def test_state_endpoint_etag_and_errors(

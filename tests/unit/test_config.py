@@ -40,6 +40,8 @@ def test_lists_and_bad_values(tmp_path: Path) -> None:
         load({"STATEBUS_HOME": str(tmp_path), "STATEBUS_PRORATION_BEHAVIOR": "sometimes"})
     with pytest.raises(ConfigError, match="STATEBUS_MAX_SOCKETS_PER_USER"):
         load({"STATEBUS_HOME": str(tmp_path), "STATEBUS_MAX_SOCKETS_PER_USER": "many"})
+    with pytest.raises(ConfigError, match="STATEBUS_MAX_SOCKETS must be at least 1"):
+        load({"STATEBUS_HOME": str(tmp_path), "STATEBUS_MAX_SOCKETS": "0"})
 
 
 def test_repr_hides_secrets(tmp_path: Path) -> None:
