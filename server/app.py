@@ -15,6 +15,7 @@ from server.auth import AuthSettings, TokenVerifier
 from server.config import Settings
 from server.hub import Hub
 from server.listener import Listener
+from server.maintenance import prune_forever
 from server.runtime import Runtime
 from server.ws import websocket_endpoint
 
@@ -38,16 +39,20 @@ def create_app(settings: Settings, dsn: str) -> Starlette:
         from server.stripe import setup as stripe_setup
 
         await stripe_setup.start(rt)
-        listening = asyncio.create_task(listener.run(), name="statebus-listener")
+        background = [
+            asyncio.create_task(listener.run(), name="statebus-listener"),
+            asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
+        ]
         try:
             yield
         finally:
             rt.shutting_down = True
             hub.close_all(1012)  # sockets close with 1012: clients reconnect with since
             await stripe_setup.stop(rt)
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await verifier.aclose()
             await pool.close()
 

@@ -345,3 +345,28 @@ async def test_prune_keeps_each_users_latest(seeded: asyncpg.Connection) -> None
     assert await seeded.fetchval(sqlfiles.queries()["prune_history"]) == 1
     versions = await seeded.fetch("SELECT version FROM statebus.history WHERE user_id = 'u1'")
     assert [r["version"] for r in versions] == [2]
+
+
+async def test_server_prunes_history_on_its_own(seeded: asyncpg.Connection, dsn: str) -> None:
+    from server.maintenance import prune_forever
+    from tests.helpers import wait_for
+
+    await add_user(seeded, "u1")
+    await seeded.execute("UPDATE user_subscriptions SET status = 'past_due'")
+    await seeded.execute(
+        "UPDATE statebus.settings SET value = '0 seconds' WHERE name = 'history_retention'"
+    )
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        pruning = asyncio.create_task(prune_forever(pool, interval=0.05))
+
+        async def only_latest_left() -> bool:
+            count = await seeded.fetchval("SELECT count(*) FROM statebus.history")
+            return bool(count == 1)
+
+        try:
+            await wait_for(only_latest_left, what="history pruned to the latest version")
+        finally:
+            pruning.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pruning
+    assert await version_of(seeded, "u1") == 2
