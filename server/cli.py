@@ -69,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from server.serve import serve
 
-        return serve(settings, host=args.host, port=args.port, demo=args.demo)
+        try:
+            return serve(settings, host=args.host, port=args.port, demo=args.demo)
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
+            return 130
     if args.command == "reconcile":
         from server.stripe.reconcile import run_reconcile
 

