@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -370,3 +371,28 @@ async def test_server_prunes_history_on_its_own(seeded: asyncpg.Connection, dsn:
             with pytest.raises(asyncio.CancelledError):
                 await pruning
     assert await version_of(seeded, "u1") == 2
+
+
+async def test_a_writer_role_without_statebus_privileges_is_captured(
+    seeded: asyncpg.Connection, dsn: str
+) -> None:
+    """The host app's own role needs rights on its tables only, not on schema statebus."""
+    role = f"app_writer_{uuid.uuid4().hex[:8]}"
+    await add_user(seeded, "u1")
+    await seeded.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await seeded.execute(f"GRANT SELECT, UPDATE ON user_subscriptions TO {role}")
+        app = await asyncpg.connect(dsn, user=role)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.fetch("SELECT * FROM statebus.history")
+            await app.execute("UPDATE user_subscriptions SET status = 'past_due'")
+        finally:
+            await app.close()
+        row = await seeded.fetchrow(
+            "SELECT version, source FROM statebus.versions WHERE user_id = 'u1'"
+        )
+        assert row is not None and (row["version"], row["source"]) == (2, f"sql:{role}")
+    finally:
+        await seeded.execute(f"DROP OWNED BY {role}")
+        await seeded.execute(f"DROP ROLE {role}")
