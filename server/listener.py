@@ -93,7 +93,9 @@ class Listener:
         while True:
             self._probe_seen.clear()
             await self._conn.execute(
-                "SELECT pg_notify($1, 'probe')", self._probe_channel, timeout=self._probe_timeout
+                sqlfiles.queries()["listener_probe"],
+                self._probe_channel,
+                timeout=self._probe_timeout,
             )
             probe = asyncio.ensure_future(self._probe_seen.wait())
             lost = asyncio.ensure_future(self._lost.wait())

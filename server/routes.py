@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from server import metrics
+from server import metrics, sqlfiles
 from server.auth import AuthError, Principal, bearer_token
 from server.messages import ErrorBody, encoder
 from server.runtime import runtime
@@ -58,7 +58,7 @@ async def readyz(request: Request) -> Response:
     if not rt.listener.live:
         problems.append("listen connection down")
     try:
-        await rt.pool.fetchval("SELECT 1", timeout=2)
+        await rt.pool.fetchval(sqlfiles.queries()["ping"], timeout=2)
     except Exception:
         problems.append("database unreachable")
     if rt.shutting_down:

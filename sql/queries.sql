@@ -44,3 +44,10 @@ SELECT checksum FROM statebus.schema_routines;
 -- name: record_routines
 INSERT INTO statebus.schema_routines (checksum) VALUES ($1)
 ON CONFLICT (id) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
+
+-- name: listener_probe
+-- The LISTEN connection notifies itself: proof that notifications still arrive.
+SELECT pg_notify($1, 'probe');
+
+-- name: ping
+SELECT 1;
