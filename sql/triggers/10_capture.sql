@@ -4,11 +4,13 @@
 -- statebus.dirty under the transaction's id, so a 100,000-row UPDATE costs one
 -- INSERT ... SELECT. The first capture of a transaction also inserts one row into
 -- statebus.commit_hook, whose deferred constraint trigger runs statebus.flush() once,
--- at commit (sql/triggers/30_flush.sql). Both tables are unlogged: their rows never
+-- at commit (sql/triggers/30_flush.sql). The hook row goes in after the dirty rows:
+-- under SET CONSTRAINTS ALL IMMEDIATE the flush fires as soon as it is inserted, and
+-- must then find this statement's users already there. Both tables are unlogged: their rows never
 -- outlive the transaction. (Session temp tables were measured too: an insert into one
 -- cost ~0.7 ms against ~0.1 ms for an unlogged table, on every commit.)
 
-CREATE OR REPLACE FUNCTION statebus.begin_capture() RETURNS void
+CREATE OR REPLACE FUNCTION statebus.queue_flush() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     -- A transaction-local flag: reset at commit, rollback and rollback to savepoint,
@@ -16,9 +18,10 @@ BEGIN
     IF current_setting('statebus.capturing', true) = 'on' THEN
         RETURN;
     END IF;
+    -- Flag first: under immediate constraints the insert runs the flush, which clears it.
+    PERFORM set_config('statebus.capturing', 'on', true);
     INSERT INTO statebus.commit_hook (txid) VALUES (pg_current_xact_id())
     ON CONFLICT DO NOTHING;
-    PERFORM set_config('statebus.capturing', 'on', true);
 END $$;
 
 -- Statement trigger on a tracked table. TG_ARGV[0] is the user column.
@@ -27,7 +30,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     col text := TG_ARGV[0];
 BEGIN
-    PERFORM statebus.begin_capture();
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
                         SELECT DISTINCT pg_current_xact_id(), %1$I::text FROM new_rows
@@ -47,6 +49,7 @@ BEGIN
         -- BEFORE TRUNCATE: the rows are still there to be read.
         PERFORM statebus.mark_table(TG_RELID::regclass, col);
     END IF;
+    PERFORM statebus.queue_flush();
     RETURN NULL;
 END $$;
 
@@ -54,10 +57,10 @@ END $$;
 CREATE OR REPLACE FUNCTION statebus.mark_table(tbl regclass, user_column name) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-    PERFORM statebus.begin_capture();
     EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
                     SELECT DISTINCT pg_current_xact_id(), %1$I::text FROM %2$s
                     WHERE %1$I IS NOT NULL ON CONFLICT DO NOTHING', user_column, tbl);
+    PERFORM statebus.queue_flush();
 END $$;
 
 -- Installs the four statement triggers on a table. Transition tables need one trigger
@@ -92,10 +95,10 @@ END $$;
 CREATE OR REPLACE FUNCTION statebus.capture_plans() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-    PERFORM statebus.begin_capture();
     INSERT INTO statebus.dirty (txid, user_id)
     SELECT pg_current_xact_id(), s.user_id FROM public.user_subscriptions s
     WHERE s.plan IN (SELECT code FROM (SELECT * FROM new_rows EXCEPT SELECT * FROM old_rows) AS changed)
     ON CONFLICT DO NOTHING;
+    PERFORM statebus.queue_flush();
     RETURN NULL;
 END $$;

@@ -396,3 +396,19 @@ async def test_a_writer_role_without_statebus_privileges_is_captured(
     finally:
         await seeded.execute(f"DROP OWNED BY {role}")
         await seeded.execute(f"DROP ROLE {role}")
+
+
+async def test_immediate_constraints_give_a_version_per_statement_and_lose_none(
+    seeded: asyncpg.Connection,
+) -> None:
+    await add_user(seeded, "u1")
+    async with seeded.transaction():
+        await seeded.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        await seeded.execute("UPDATE user_subscriptions SET status = 'past_due'")
+        await seeded.execute("UPDATE user_subscriptions SET plan = 'viral_surge'")
+    state = await state_of(seeded, "u1")
+    assert state["plan"]["code"] == "viral_surge"  # the last statement is not lost
+    assert state["subscription"]["status"] == "past_due"
+    assert await version_of(seeded, "u1") == 3
+    assert await seeded.fetchval("SELECT count(*) FROM statebus.dirty") == 0
+    assert await seeded.fetchval("SELECT count(*) FROM statebus.commit_hook") == 0
