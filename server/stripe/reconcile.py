@@ -38,9 +38,9 @@ def _show(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _best(candidates: list[SubscriptionFacts]) -> SubscriptionFacts:
+def _best(candidates: list[store.Resolved]) -> store.Resolved:
     """A user's subscription that counts: a live one before an ended one, then the newest."""
-    return max(candidates, key=lambda f: (not f.ended, f.created, f.id))
+    return max(candidates, key=lambda r: (not r.facts.ended, r.facts.created, r.facts.id))
 
 
 async def _stripe_subscriptions(
@@ -70,7 +70,7 @@ async def _reconcile(
     conn = await asyncpg.connect(dsn)
     try:
         subs = await _stripe_subscriptions(conn, gateway, user_id)
-        by_user: dict[str, list[SubscriptionFacts]] = {}
+        by_user: dict[str, list[store.Resolved]] = {}
         for facts in subs:
             try:
                 resolved = await store.resolve(conn, facts)
@@ -80,16 +80,16 @@ async def _reconcile(
             if resolved.user_id is None:
                 print(f"{facts.id}: no user for customer {facts.customer}", file=out)
             elif user_id is None or resolved.user_id == user_id:
-                by_user.setdefault(resolved.user_id, []).append(facts)
+                by_user.setdefault(resolved.user_id, []).append(resolved)
 
         differences = repaired = 0
         for owner, candidates in sorted(by_user.items()):
             chosen = _best(candidates)
             found = await _differences(conn, owner, chosen)
             for line in found:
-                print(f"{owner} {chosen.id}: {line}", file=out)
+                print(f"{owner} {chosen.facts.id}: {line}", file=out)
             differences += len(found)
-            if found and not dry_run and await _repair(conn, gateway, chosen.id):
+            if found and not dry_run and await _repair(conn, gateway, chosen.facts.id):
                 repaired += 1
 
         seen = {f.id for f in subs}
@@ -109,13 +109,13 @@ async def _reconcile(
         await gateway.aclose()
 
 
-async def _differences(conn: store.Conn, owner: str, facts: SubscriptionFacts) -> list[str]:
+async def _differences(conn: store.Conn, owner: str, chosen: store.Resolved) -> list[str]:
     local = await conn.fetchrow(sqlfiles.queries()["stripe_local_subscription"], owner)
-    if not store.supersedes(local, facts):
+    if not store.supersedes(local, chosen.facts):
         return []  # an ended old subscription; the user's live one is not in Stripe's list
-    wanted = (await store.resolve(conn, facts)).row()
+    wanted = chosen.row()
     if local is None:
-        return [f"no subscription row; Stripe has plan {wanted['plan']}, {facts.status}"]
+        return [f"no subscription row; Stripe has plan {wanted['plan']}, {chosen.facts.status}"]
     return [
         f"{name} {_show(local[name])} -> {_show(wanted[name])}"
         for name in FIELDS
