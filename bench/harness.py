@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests` (the server harness)
-
-from server.embedded import EmbeddedPostgres  # noqa: E402
-from server.migrations import migrate  # noqa: E402
+from statebus.embedded import EmbeddedPostgres
+from statebus.migrations import migrate
 
 
 @contextlib.asynccontextmanager

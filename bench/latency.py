@@ -18,8 +18,8 @@ import time
 import asyncpg
 from harness import demo_database, ms
 
-from server.client import Session
-from server.serve import DEMO_USER
+from statebus.client import Session
+from statebus.serve import DEMO_USER
 from tests.server import RunningServer, settings_for_tests
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
-from server.embedded import EmbeddedPostgres, bin_dir
-from server.migrations import migrate
+from statebus.embedded import EmbeddedPostgres, bin_dir
+from statebus.migrations import migrate
 
 USERS = 10_000
 

@@ -21,8 +21,8 @@ import asyncpg
 import httpx
 from harness import demo_database, ms
 
-from server.client import Session
-from server.serve import DEMO_USER
+from statebus.client import Session
+from statebus.serve import DEMO_USER
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.server import RunningServer

@@ -11,11 +11,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe  # noqa: E402
+from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from server.messages import Notification, notification_decoder
+from statebus.messages import Notification, notification_decoder
 
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from server.embedded import EmbeddedPostgres
-from server.migrations import migrate
+from statebus.embedded import EmbeddedPostgres
+from statebus.migrations import migrate
 
 
 def with_database(dsn: str, name: str) -> str:

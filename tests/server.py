@@ -15,9 +15,9 @@ from typing import Any
 
 import uvicorn
 
-from server.auth import issue_token
-from server.config import Settings
-from server.serve import uvicorn_config
+from statebus.auth import issue_token
+from statebus.config import Settings
+from statebus.serve import uvicorn_config
 
 SECRET = "test-secret-" + "x" * 40
 

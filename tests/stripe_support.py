@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from server.config import Settings
+from statebus.config import Settings
 from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
 from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.helpers import seed_plans

@@ -20,7 +20,7 @@ from playwright.async_api import (
 from tests.server import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-STATIC = Path(__file__).resolve().parents[2] / "server" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "server" / "statebus" / "static"
 STATIC_FILES = {
     "/": ("index.html", "text/html"),
     "/statebus.js": ("statebus.js", "text/javascript"),

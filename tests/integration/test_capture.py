@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from server import sqlfiles
+from statebus import sqlfiles
 from tests.helpers import (
     Notifications,
     add_user,
@@ -349,7 +349,7 @@ async def test_prune_keeps_each_users_latest(seeded: asyncpg.Connection) -> None
 
 
 async def test_server_prunes_history_on_its_own(seeded: asyncpg.Connection, dsn: str) -> None:
-    from server.maintenance import prune_forever
+    from statebus.maintenance import prune_forever
     from tests.helpers import wait_for
 
     await add_user(seeded, "u1")

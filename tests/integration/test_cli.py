@@ -21,7 +21,7 @@ async def statebus(*args: str, env: dict[str, str], timeout: float = 60) -> tupl
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "statebus.cli",
         *args,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -87,7 +87,7 @@ async def test_tail_prints_one_line_per_version(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "statebus.cli",
         "tail",
         "--user",
         USER,

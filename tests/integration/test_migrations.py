@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from server import sqlfiles
-from server.migrations import MigrationError, migrate
+from statebus import sqlfiles
+from statebus.migrations import MigrationError, migrate
 from tests.pg import PgServer
 
 pytestmark = pytest.mark.asyncio

@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from server.client import Session, SessionClosed, follow
-from server.messages import Envelope
+from statebus.client import Session, SessionClosed, follow
+from statebus.messages import Envelope
 from tests.helpers import add_user, seed_plans, wait_for
 from tests.pg import PgServer
 from tests.server import RunningServer

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.embedded import EmbeddedPostgres
+from statebus.embedded import EmbeddedPostgres
 from tests.helpers import wait_for
 from tests.server import free_port
 
@@ -48,7 +48,7 @@ async def start_serve(home: Path, port: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "server.cli",
+        "statebus.cli",
         "serve",
         "--demo",
         "--port",

@@ -247,7 +247,7 @@ async def test_unknown_price_fails_with_a_clear_error_and_other_events_are_ignor
 async def test_errors_kept_in_last_error_never_quote_a_key() -> None:
     import stripe
 
-    from server.stripe.worker import describe
+    from statebus.stripe.worker import describe
 
     error = stripe.AuthenticationError("Invalid API Key provided: sk_live_abc123", http_status=401)
     described = describe(error)

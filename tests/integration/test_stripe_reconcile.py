@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from server.config import Settings
-from server.stripe.reconcile import run_reconcile
+from statebus.config import Settings
+from statebus.stripe.reconcile import run_reconcile
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import version_of
 from tests.stripe_support import (

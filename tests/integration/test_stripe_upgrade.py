@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
-from server.client import Session
-from server.messages import Snapshot
+from statebus.client import Session
+from statebus.messages import Snapshot
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import version_of, wait_for
 from tests.server import RunningServer

@@ -8,7 +8,7 @@ import socket
 import asyncpg
 import pytest
 
-from server.migrations import migrate
+from statebus.migrations import migrate
 
 
 def _docker_answers() -> bool:

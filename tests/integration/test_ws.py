@@ -11,8 +11,8 @@ import httpx
 import jwt
 import pytest
 
-from server.client import Session, SessionClosed
-from server.messages import Current, Snapshot
+from statebus.client import Session, SessionClosed
+from statebus.messages import Current, Snapshot
 from tests.helpers import add_user, seed_plans, wait_for
 from tests.server import RunningServer, settings_for_tests
 
@@ -152,7 +152,7 @@ async def test_wrong_origin_gets_4403(server: RunningServer, seeded: asyncpg.Con
 async def test_no_auth_in_time_gets_4408(server: RunningServer, seeded: asyncpg.Connection) -> None:
     import websockets
 
-    import server.ws as ws_module
+    import statebus.ws as ws_module
 
     ws_module.AUTH_TIMEOUT, saved = 0.5, ws_module.AUTH_TIMEOUT
     try:

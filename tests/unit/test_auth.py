@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from server.auth import (
+from statebus.auth import (
     AuthError,
     AuthSettings,
     Principal,
@@ -29,7 +29,7 @@ from server.auth import (
     bearer_token,
     issue_token,
 )
-from server.jwks import JwksCache, parse_jwks
+from statebus.jwks import JwksCache, parse_jwks
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"

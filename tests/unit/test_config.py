@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load
+from statebus.config import ConfigError, load
 
 
 def test_dev_secret_is_generated_once_and_private(tmp_path: Path) -> None:

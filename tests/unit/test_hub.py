@@ -7,8 +7,8 @@ from collections import deque
 
 import pytest
 
-from server.hub import Hub, Subscriber, SubscriberClosed
-from server.messages import Envelope
+from statebus.hub import Hub, Subscriber, SubscriberClosed
+from statebus.messages import Envelope
 
 DEADLINE = 5.0  # seconds; generous so a slow CI box never flakes, never reached when green
 

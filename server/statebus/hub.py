@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from server.messages import Envelope
+from statebus.messages import Envelope
 
 __all__ = ["Hub", "Subscriber", "SubscriberClosed"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from server import sqlfiles
-from server.messages import Envelope
+from statebus import sqlfiles
+from statebus.messages import Envelope
 
 
 def envelope_from_row(row: asyncpg.Record) -> Envelope:

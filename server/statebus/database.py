@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from server.config import Settings
-from server.embedded import EmbeddedPostgres
+from statebus.config import Settings
+from statebus.embedded import EmbeddedPostgres
 
 
 @contextmanager

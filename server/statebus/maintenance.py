@@ -12,7 +12,7 @@ import logging
 
 import asyncpg
 
-from server import sqlfiles
+from statebus import sqlfiles
 
 log = logging.getLogger("statebus.maintenance")
 

@@ -6,10 +6,10 @@ secret is set); they stay pending and are applied once the key is configured.
 
 from __future__ import annotations
 
-from server.runtime import Runtime
-from server.stripe.client import StripeGateway
-from server.stripe.upgrade import GATEWAY_KEY
-from server.stripe.worker import InboxWorker
+from statebus.runtime import Runtime
+from statebus.stripe.client import StripeGateway
+from statebus.stripe.upgrade import GATEWAY_KEY
+from statebus.stripe.worker import InboxWorker
 
 WORKER_KEY = "stripe_worker"
 

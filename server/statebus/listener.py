@@ -18,10 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from server import metrics, sqlfiles
-from server.hub import Hub
-from server.messages import Envelope, notification_decoder
-from server.states import envelope_from_row
+from statebus import metrics, sqlfiles
+from statebus.hub import Hub
+from statebus.messages import Envelope, notification_decoder
+from statebus.states import envelope_from_row
 
 log = logging.getLogger("statebus.listener")
 

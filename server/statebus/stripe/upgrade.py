@@ -15,14 +15,14 @@ import stripe
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server import sqlfiles
-from server.messages import upgrade_decoder
-from server.routes import HTTPError, authenticate, json_response
-from server.runtime import runtime
-from server.states import read_state
-from server.stripe import store
-from server.stripe.client import StripeGateway, redact, upgrade_idempotency_key
-from server.stripe.webhook import read_body
+from statebus import sqlfiles
+from statebus.messages import upgrade_decoder
+from statebus.routes import HTTPError, authenticate, json_response
+from statebus.runtime import runtime
+from statebus.states import read_state
+from statebus.stripe import store
+from statebus.stripe.client import StripeGateway, redact, upgrade_idempotency_key
+from statebus.stripe.webhook import read_body
 
 log = logging.getLogger("statebus.stripe")
 

@@ -17,7 +17,7 @@ from typing import Any
 import stripe
 from stripe.params import SubscriptionUpdateParams, SubscriptionUpdateParamsItem
 
-from server.config import Settings
+from statebus.config import Settings
 
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import LiteralString, cast
 
 _PACKAGED = Path(__file__).parent / "sql"  # where the wheel puts it
-_SOURCE = Path(__file__).parent.parent / "sql"  # an editable checkout
+_SOURCE = Path(__file__).parents[2] / "sql"  # an editable checkout (server/statebus/..)
 SQL_DIR = _PACKAGED if _PACKAGED.is_dir() else _SOURCE
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

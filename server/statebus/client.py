@@ -14,7 +14,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from server.messages import (
+from statebus.messages import (
     Auth,
     Current,
     Envelope,

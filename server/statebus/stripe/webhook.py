@@ -14,11 +14,11 @@ import stripe
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server import metrics, sqlfiles
-from server.messages import WebhookAck
-from server.routes import HTTPError, json_response
-from server.runtime import runtime
-from server.stripe.events import StoredEvent, customer_of, event_decoder
+from statebus import metrics, sqlfiles
+from statebus.messages import WebhookAck
+from statebus.routes import HTTPError, json_response
+from statebus.runtime import runtime
+from statebus.stripe.events import StoredEvent, customer_of, event_decoder
 
 log = logging.getLogger("statebus.stripe")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from server.stripe.upgrade import upgrade
-from server.stripe.webhook import stripe_webhook
+from statebus.stripe.upgrade import upgrade
+from statebus.stripe.webhook import stripe_webhook
 
 ROUTES: list[Route] = [
     Route("/v1/stripe/webhook", stripe_webhook, methods=["POST"]),

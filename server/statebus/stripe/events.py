@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from server import sqlfiles
-from server.stripe import store
-from server.stripe.client import StripeGateway
+from statebus import sqlfiles
+from statebus.stripe import store
+from statebus.stripe.client import StripeGateway
 
 SUBSCRIPTION_EVENTS = frozenset(
     {

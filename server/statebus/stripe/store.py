@@ -16,8 +16,8 @@ from typing import Literal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from server import sqlfiles
-from server.stripe.client import ENDED_STATUSES, SubscriptionFacts
+from statebus import sqlfiles
+from statebus.stripe.client import ENDED_STATUSES, SubscriptionFacts
 
 # A plain connection (CLI) or one lent by the pool (server).
 Conn = asyncpg.Connection | PoolConnectionProxy

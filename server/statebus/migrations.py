@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from server import sqlfiles
+from statebus import sqlfiles
 
 
 class MigrationError(Exception):

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 from starlette.requests import HTTPConnection
 
-from server.auth import TokenVerifier
-from server.config import Settings
-from server.hub import Hub
-from server.listener import Listener
+from statebus.auth import TokenVerifier
+from statebus.config import Settings
+from statebus.hub import Hub
+from statebus.listener import Listener
 
 
 @dataclass

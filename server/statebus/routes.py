@@ -8,11 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from server import metrics, sqlfiles
-from server.auth import AuthError, Principal, bearer_token
-from server.messages import ErrorBody, encoder
-from server.runtime import runtime
-from server.states import read_state
+from statebus import metrics, sqlfiles
+from statebus.auth import AuthError, Principal, bearer_token
+from statebus.messages import ErrorBody, encoder
+from statebus.runtime import runtime
+from statebus.states import read_state
 
 STATIC = Path(__file__).parent / "static"
 

@@ -16,10 +16,10 @@ import random
 import asyncpg
 import stripe
 
-from server import sqlfiles
-from server.stripe.client import StripeGateway, redact
-from server.stripe.events import apply_event, event_decoder
-from server.stripe.store import UnknownPrice
+from statebus import sqlfiles
+from statebus.stripe.client import StripeGateway, redact
+from statebus.stripe.events import apply_event, event_decoder
+from statebus.stripe.store import UnknownPrice
 
 log = logging.getLogger("statebus.stripe")
 

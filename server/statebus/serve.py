@@ -9,11 +9,11 @@ import signal
 import asyncpg
 import uvicorn
 
-from server.app import create_app
-from server.auth import issue_token
-from server.config import Settings
-from server.database import database_url
-from server.migrations import migrate
+from statebus.app import create_app
+from statebus.auth import issue_token
+from statebus.config import Settings
+from statebus.database import database_url
+from statebus.migrations import migrate
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 

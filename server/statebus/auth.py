@@ -20,7 +20,7 @@ import httpx
 import jwt
 from jwt.types import Options
 
-from server.jwks import ACCEPTED_ALGORITHMS, JwksCache
+from statebus.jwks import ACCEPTED_ALGORITHMS, JwksCache
 
 AuthErrorCode = Literal["invalid_token", "token_expired", "forbidden"]
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from server.auth import issue_token
-from server.client import follow
-from server.config import Settings
-from server.database import database_url
-from server.messages import Envelope, encoder, notification_decoder
+from statebus.auth import issue_token
+from statebus.client import follow
+from statebus.config import Settings
+from statebus.database import database_url
+from statebus.messages import Envelope, encoder, notification_decoder
 
 
 def line(env: Envelope) -> str:

@@ -10,17 +10,27 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from server import routes
-from server.auth import AuthSettings, TokenVerifier
-from server.config import Settings
-from server.hub import Hub
-from server.listener import Listener
-from server.maintenance import prune_forever
-from server.runtime import Runtime
-from server.ws import websocket_endpoint
+from statebus import config, routes
+from statebus.auth import AuthSettings, TokenVerifier
+from statebus.config import Settings
+from statebus.hub import Hub
+from statebus.listener import Listener
+from statebus.maintenance import prune_forever
+from statebus.runtime import Runtime
+from statebus.ws import websocket_endpoint
 
 
-def create_app(settings: Settings, dsn: str) -> Starlette:
+def create_app(settings: Settings | None = None, dsn: str | None = None) -> Starlette:
+    """The statebus app. Settings default to the environment; the DSN to theirs.
+
+    To mount statebus inside another Starlette app, the database must be an external
+    one (`STATEBUS_DATABASE_URL` or `dsn=`): the embedded server is `statebus serve`'s.
+    """
+    settings = config.load() if settings is None else settings
+    dsn = dsn or settings.database_url
+    if not dsn:
+        raise config.ConfigError("create_app needs a DSN: pass dsn= or set STATEBUS_DATABASE_URL")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
@@ -36,7 +46,7 @@ def create_app(settings: Settings, dsn: str) -> Starlette:
         listener = Listener(dsn, hub, pool)
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
-        from server.stripe import setup as stripe_setup
+        from statebus.stripe import setup as stripe_setup
 
         await stripe_setup.start(rt)
         background = [
@@ -75,6 +85,6 @@ def create_app(settings: Settings, dsn: str) -> Starlette:
 
 
 def stripe_routes() -> list[Route]:
-    from server.stripe.routes import ROUTES
+    from statebus.stripe.routes import ROUTES
 
     return ROUTES

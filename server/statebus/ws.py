@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from server import metrics
-from server.auth import AuthError, Principal
-from server.hub import SubscriberClosed
-from server.messages import Auth, Current, Error, Snapshot, client_decoder, encoder
-from server.runtime import Runtime, runtime
-from server.states import read_state
+from statebus import metrics
+from statebus.auth import AuthError, Principal
+from statebus.hub import SubscriberClosed
+from statebus.messages import Auth, Current, Error, Snapshot, client_decoder, encoder
+from statebus.runtime import Runtime, runtime
+from statebus.states import read_state
 
 log = logging.getLogger("statebus.ws")
 

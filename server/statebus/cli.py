@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from server import config
-from server.auth import issue_token
-from server.database import database_url
-from server.embedded import bin_dir
-from server.migrations import MigrationError, migrate
+from statebus import config
+from statebus.auth import issue_token
+from statebus.database import database_url
+from statebus.embedded import bin_dir
+from statebus.migrations import MigrationError, migrate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,18 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return run_token(settings, args.user_id, ttl=args.ttl, admin=args.admin)
     if args.command == "serve":
-        from server.serve import serve
+        from statebus.serve import serve
 
         try:
             return serve(settings, host=args.host, port=args.port, demo=args.demo)
         except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
             return 130
     if args.command == "reconcile":
-        from server.stripe.reconcile import run_reconcile
+        from statebus.stripe.reconcile import run_reconcile
 
         return run_reconcile(settings, user_id=args.user_id, dry_run=args.dry_run)
     if args.command == "tail":
-        from server.tail import run_tail
+        from statebus.tail import run_tail
 
         return run_tail(settings, user_id=args.user_id, url=args.url)
     raise AssertionError(args.command)

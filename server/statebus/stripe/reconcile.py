@@ -16,11 +16,11 @@ from typing import TextIO
 import asyncpg
 import stripe
 
-from server import sqlfiles
-from server.config import Settings
-from server.database import database_url
-from server.stripe import store
-from server.stripe.client import StripeGateway, SubscriptionFacts
+from statebus import sqlfiles
+from statebus.config import Settings
+from statebus.database import database_url
+from statebus.stripe import store
+from statebus.stripe.client import StripeGateway, SubscriptionFacts
 
 FIELDS = ("plan", "status", "stripe_subscription_id", "current_period_end", "cancel_at_period_end")
 
