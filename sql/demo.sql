@@ -1,5 +1,5 @@
 -- Demo data for `statebus migrate --demo` / `statebus serve --demo`. Idempotent.
-SET LOCAL statebus.source = 'demo_seed';
+SET LOCAL statebus.source = 'demo';
 
 INSERT INTO public.plans (code, name, stripe_price_id, rank, limits) VALUES
     ('free', 'Free', NULL, 0, '{"posts_per_month": 10, "seats": 1}'),

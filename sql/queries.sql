@@ -1,26 +1,8 @@
--- Queries the server runs, by name (loaded by server/queries.py).
+-- Queries the server runs, by name (loaded by statebus.sqlfiles).
 
--- name: state_of
--- The latest envelope of one user; version 0 and no state before any row exists.
-SELECT $1::text AS user_id, coalesce(v.version, 0) AS version, v.state
-FROM (SELECT 1) AS one
-LEFT JOIN statebus.versions v ON v.user_id = $1;
-
--- name: states_of
--- Latest envelopes of many users at once (re-sync after the LISTEN connection returns).
-SELECT u.id AS user_id, coalesce(v.version, 0) AS version, v.state
-FROM unnest($1::text[]) AS u (id)
-LEFT JOIN statebus.versions v ON v.user_id = u.id;
-
--- name: version_of
--- A referenced (too big for NOTIFY) version, or the latest if it was already pruned.
-SELECT h.user_id, h.version, h.state FROM statebus.history h
-WHERE h.user_id = $1 AND h.version = $2
-UNION ALL
-SELECT v.user_id, v.version, v.state FROM statebus.versions v
-WHERE v.user_id = $1 AND NOT EXISTS (
-    SELECT 1 FROM statebus.history h WHERE h.user_id = $1 AND h.version = $2)
-LIMIT 1;
+-- name: envelopes
+-- Current envelopes of the given users, each (version, document) from one snapshot.
+SELECT user_id, version, committed_at, source, state FROM statebus.envelopes($1::text[]);
 
 -- name: prune_history
 SELECT statebus.prune_history();

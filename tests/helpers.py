@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from statebus.messages import Notification, notification_decoder
+from statebus.messages import notification_decoder
 
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 
@@ -30,11 +32,19 @@ async def wait_for(
         await asyncio.sleep(0.01)
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One (user_id, version) named by a notification."""
+
+    user_id: str
+    version: int
+
+
 class Notifications:
     """Collects every NOTIFY on channel statebus through its own connection."""
 
     def __init__(self) -> None:
-        self.received: list[Notification] = []
+        self.received: list[Pair] = []
         self.raw: list[str] = []
         self._conn: asyncpg.Connection | None = None
 
@@ -46,7 +56,7 @@ class Notifications:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         assert isinstance(payload, str)
         self.raw.append(payload)
-        self.received.append(notification_decoder.decode(payload))
+        self.received.extend(Pair(u, v) for u, v in notification_decoder.decode(payload))
 
     async def sync(self, conn: asyncpg.Connection) -> None:
         """Waits until every notification committed before now has arrived (a marker NOTIFY)."""
@@ -64,7 +74,7 @@ class Notifications:
         finally:
             await self._conn.remove_listener("statebus_test_marker", on_marker)
 
-    def for_user(self, user_id: str) -> list[Notification]:
+    def for_user(self, user_id: str) -> list[Pair]:
         return [n for n in self.received if n.user_id == user_id]
 
     async def close(self) -> None:
@@ -78,9 +88,8 @@ async def version_of(conn: asyncpg.Connection, user_id: str) -> int:
 
 
 async def state_of(conn: asyncpg.Connection, user_id: str) -> Any:
-    import json
-
-    raw = await conn.fetchval("SELECT state FROM statebus.versions WHERE user_id = $1", user_id)
+    """The user's current document, read the way every reader does (statebus.envelopes)."""
+    raw = await conn.fetchval("SELECT state FROM statebus.envelopes(ARRAY[$1])", user_id)
     return None if raw is None else json.loads(raw)
 
 

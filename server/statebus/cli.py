@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--user", dest="user_id")
     tail.add_argument(
         "--url",
-        default=os.environ.get("STATEBUS_URL", "ws://127.0.0.1:8000/v1/ws"),
-        help="the server's socket (with --user)",
+        default=os.environ.get("STATEBUS_URL"),
+        help="the server's socket (with --user); default: the one `statebus serve` "
+        "recorded in $STATEBUS_HOME, else ws://127.0.0.1:8000/v1/ws",
     )
     return parser
 

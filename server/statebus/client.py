@@ -7,13 +7,13 @@ envelope across drops: it reconnects with backoff and resumes with `since`.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from statebus import backoff
 from statebus.messages import (
     Auth,
     Current,
@@ -93,11 +93,15 @@ async def follow(
     user_id: str | None = None,
     since: int | None = None,
     max_backoff: float = 2.0,
+    retry_first: bool = True,
 ) -> AsyncIterator[Envelope]:
-    """Yields every envelope received, forever, reconnecting and resuming with `since`."""
+    """Yields every envelope received, forever, reconnecting and resuming with `since`.
+
+    With `retry_first=False` a failure before the first message is raised instead of
+    retried: a command line wants to say "nothing answers" rather than wait forever.
+    """
     failures = 0
-    state: Any = None
-    current_user = user_id or ""
+    last: Envelope | None = None
     while True:
         try:
             tok = token() if callable(token) else token
@@ -106,15 +110,22 @@ async def follow(
                     message = await session.recv(timeout=None)
                     failures = 0
                     if isinstance(message, Snapshot):
-                        since, state, current_user = message.version, message.state, message.user_id
-                        yield Envelope(message.user_id, message.version, message.state)
-                    elif since is not None:
-                        yield Envelope(current_user, message.version, state)
+                        last = Envelope(
+                            message.user_id,
+                            message.version,
+                            message.committed_at,
+                            message.source,
+                            message.state,
+                        )
+                        since = message.version
+                        yield last
+                    elif last is not None:
+                        yield last  # `current`: what we hold is the latest
         except SessionClosed as closed:
-            if closed.code in (4403, 4429):  # retrying would not help
+            if closed.code in (4403, 4429) or (last is None and not retry_first):
                 raise
         except (OSError, websockets.InvalidHandshake, TimeoutError):
-            pass
+            if last is None and not retry_first:
+                raise
         failures += 1
-        delay = min(max_backoff, 0.05 * 2 ** min(failures, 8))
-        await asyncio.sleep(random.uniform(0, delay))
+        await asyncio.sleep(backoff.delay(failures, base=0.05, cap=max_backoff))

@@ -1,151 +1,158 @@
 """In-process fan-out from the one LISTEN connection to this process's socket subscribers.
 
-The listener calls `Hub.publish()` for every new version; each WebSocket holds a
-`Subscriber` from `Hub.subscribe()` and awaits `Subscriber.next()`. The hub never
-talks to the database or to sockets, and it never buffers more than one envelope
-per subscriber: a slow socket skips intermediate versions (latest wins) instead of
-growing a queue or slowing `publish()` down for everybody else.
+The listener calls `Hub.publish()` with each new version's `Frame` (encoded once);
+each WebSocket registers a `Subscriber` with `Hub.subscribe()`, giving it a sink that
+sends one text frame. The hub never talks to the database, and it never holds more
+than one unsent frame per subscriber: a slow socket skips intermediate versions
+(latest wins) instead of growing a queue or slowing `publish()` down for others.
 
-Everything here runs on the event loop's single thread, so no locks are needed;
-nothing in this module may be called from another thread.
+An idle subscriber is a small slotted object and no task: a send task exists only
+while a frame is on its way. Everything here runs on the event loop's thread, so no
+locks are needed; nothing in this module may be called from another thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
-from statebus.messages import Envelope
+__all__ = ["Frame", "Hub", "Subscriber"]
 
-__all__ = ["Hub", "Subscriber", "SubscriberClosed"]
+Sink = Callable[[str], Awaitable[None]]  # sends one text frame to one socket
+OnClose = Callable[[object], None]  # told once why the subscriber closed
 
 
-class SubscriberClosed(Exception):
-    """Raised by `Subscriber.next()` once the subscriber is closed; carries the reason."""
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One version of one user's state, as the text every socket of that user is sent."""
 
-    def __init__(self, reason: object | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    user_id: str
+    version: int
+    text: str
 
 
 class Subscriber:
-    """One socket's mailbox: at most one undelivered envelope, the newest offered.
+    """One socket's mailbox: at most one unsent frame, the newest offered.
 
-    Invariant: `_wakeup` is set exactly when there is a pending envelope or the
-    subscriber is closed, so `next()` never sleeps past something it could return.
+    Starts held: the socket sends its first message itself (`take()`), then calls
+    `release()`; from then on every newer frame offered is sent by a short-lived task.
+    Versions sent strictly increase.
     """
 
-    __slots__ = ("user_id", "_delivered", "_pending", "_wakeup", "_closed", "_reason")
+    __slots__ = ("user_id", "_sent", "_pending", "_sink", "_on_close", "_task", "_held", "closed")
 
-    def __init__(self, user_id: str, *, since_version: int = 0) -> None:
+    def __init__(
+        self, user_id: str, sink: Sink, on_close: OnClose | None = None, *, since_version: int = -1
+    ) -> None:
         self.user_id = user_id
-        self._delivered = since_version
-        self._pending: Envelope | None = None
-        self._wakeup = asyncio.Event()
-        self._closed = False
-        self._reason: object | None = None
+        self._sent = since_version
+        self._pending: Frame | None = None
+        self._sink = sink
+        self._on_close = on_close
+        self._task: asyncio.Task[None] | None = None
+        self._held = True
+        self.closed = False
 
     @property
-    def delivered_version(self) -> int:
-        """Version of the last envelope `next()` returned (or the `since_version` seed)."""
-        return self._delivered
+    def sent_version(self) -> int:
+        """Version of the last frame sent or taken (or the `since_version` seed)."""
+        return self._sent
 
     @property
-    def pending(self) -> Envelope | None:
-        """The envelope `next()` will return without waiting, if any."""
+    def pending(self) -> Frame | None:
         return self._pending
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def offer(self, frame: Frame) -> None:
+        """Keep `frame` if it is newer than anything sent or pending; never blocks.
 
-    def offer(self, env: Envelope) -> None:
-        """Keep `env` if it is newer than anything delivered or pending; never blocks.
-
-        Because older-or-equal versions are dropped, the socket may offer the
-        snapshot it read from the database after subscribing: if the listener
-        already offered something newer, the stale read is simply ignored.
+        Older-or-equal versions are dropped, so a socket may offer the envelope it read
+        from the database after subscribing: if the listener already offered something
+        newer, the stale read is simply ignored.
         """
-        if self._closed:
+        if self.closed:
             return
-        floor = self._delivered if self._pending is None else self._pending.version
-        if env.version > floor:
-            self._pending = env
-            self._wakeup.set()
+        floor = self._sent if self._pending is None else self._pending.version
+        if frame.version > floor:
+            self._pending = frame
+            self._start()
 
-    async def next(self) -> Envelope:
-        """Wait for the next envelope; versions returned strictly increase.
+    def take(self) -> Frame | None:
+        """The pending frame, now counted as sent (the socket sends it itself)."""
+        frame, self._pending = self._pending, None
+        if frame is not None:
+            self._sent = frame.version
+        return frame
 
-        Raises `SubscriberClosed` once closed, even if an envelope was pending:
-        a closing socket has no use for one more snapshot. Cancelling the wait
-        loses nothing; the pending envelope stays for the next call.
-        """
-        while True:
-            if self._closed:
-                raise SubscriberClosed(self._reason)
-            env = self._pending
-            if env is not None:
-                self._pending = None
-                self._wakeup.clear()
-                self._delivered = env.version
-                return env
-            await self._wakeup.wait()
+    def release(self) -> None:
+        """From now on, frames offered are sent as they come."""
+        self._held = False
+        self._start()
+
+    def _start(self) -> None:
+        if not self._held and self._task is None and self._pending is not None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while not self.closed and (frame := self.take()) is not None:
+                await self._sink(frame.text)
+        except Exception as exc:  # the socket went away mid-send
+            self.close(exc)
+        finally:
+            self._task = None
 
     def close(self, reason: object | None = None) -> None:
-        """Wake any `next()` so it raises `SubscriberClosed(reason)`; later offers are ignored."""
-        if self._closed:
+        """Stop sending; `on_close(reason)` is told once. Later offers are ignored."""
+        if self.closed:
             return
-        self._closed = True
-        self._reason = reason
+        self.closed = True
         self._pending = None
-        self._wakeup.set()
+        if self._on_close is not None:
+            self._on_close(reason)
 
     def __repr__(self) -> str:
+        pending = None if self._pending is None else self._pending.version
         return (
-            f"<Subscriber user_id={self.user_id!r} delivered={self._delivered}"
-            f" pending={None if self._pending is None else self._pending.version}"
-            f"{' closed' if self._closed else ''}>"
+            f"<Subscriber user_id={self.user_id!r} sent={self._sent} pending={pending}"
+            f"{' closed' if self.closed else ''}>"
         )
 
 
 class Hub:
-    """`user_id -> set[Subscriber]`, fed by the listener, drained by sockets."""
+    """`user_id -> set[Subscriber]`, fed by the listener, drained into sockets."""
 
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._latest: dict[str, int] = {}
         self._total = 0
-        self._closing = False
-        self._closing_reason: object | None = None
+        self._closing: object | None = None
 
     def subscribe(
-        self, user_id: str, *, since_version: int = 0
+        self, user_id: str, sink: Sink, on_close: OnClose | None = None, *, since_version: int = -1
     ) -> AbstractAsyncContextManager[Subscriber]:
         """Register a subscriber for `user_id` for the duration of an `async with`.
 
-        Nothing at or below `since_version` is delivered: pass the client's last
-        version, or -1 when it holds nothing (version 0, "no rows yet", is a real
-        version). The subscriber is removed on exit however the block ends,
-        including cancellation. After `close_all()` the subscriber is already
-        closed, so a socket accepted during shutdown ends at once.
+        Nothing at or below `since_version` is sent (-1, the default, sends version 0,
+        "no rows yet", which is a real version). The subscriber is removed on exit
+        however the block ends. After `close_all()` it is closed at once.
         """
-        return self._subscription(user_id, since_version)
+        return self._subscription(Subscriber(user_id, sink, on_close, since_version=since_version))
 
     @asynccontextmanager
-    async def _subscription(self, user_id: str, since_version: int) -> AsyncIterator[Subscriber]:
-        sub = Subscriber(user_id, since_version=since_version)
-        if self._closing:
-            sub.close(self._closing_reason)
-        self._subscribers.setdefault(user_id, set()).add(sub)
+    async def _subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
+        self._subscribers.setdefault(sub.user_id, set()).add(sub)
         self._total += 1
+        if self._closing is not None:
+            sub.close(self._closing)
         try:
             yield sub
         finally:
             self._remove(sub)
 
     def _remove(self, sub: Subscriber) -> None:
-        sub.close("unsubscribed")
+        sub.closed = True  # silently: the socket is already ending
         subs = self._subscribers.get(sub.user_id)
         if subs is None or sub not in subs:
             return
@@ -155,28 +162,31 @@ class Hub:
             del self._subscribers[sub.user_id]
             self._latest.pop(sub.user_id, None)
 
-    def publish(self, env: Envelope) -> int:
-        """Offer `env` to every subscriber of `env.user_id`; returns how many were offered it.
+    def publish(self, frame: Frame) -> int:
+        """Offer `frame` to every subscriber of its user; returns how many were offered it.
 
-        Synchronous and O(subscribers of that user): each offer only swaps a
-        reference, so one stalled socket never delays the others.
+        Synchronous and O(subscribers of that user): each offer swaps a reference and
+        at most starts a send task, so one stalled socket never delays the others.
         """
-        subs = self._subscribers.get(env.user_id)
+        subs = self._subscribers.get(frame.user_id)
         if not subs:
             return 0
-        if env.version > self._latest.get(env.user_id, -1):
-            self._latest[env.user_id] = env.version
+        if frame.version > self._latest.get(frame.user_id, -1):
+            self._latest[frame.user_id] = frame.version
         for sub in subs:
-            sub.offer(env)
+            sub.offer(frame)
         return len(subs)
 
-    def latest_version(self, user_id: str) -> int | None:
-        """Highest version published for `user_id` since it last gained subscribers, if any."""
-        return self._latest.get(user_id)
+    def latest_version(self, user_id: str) -> int:
+        """Highest version published for `user_id` while it had subscribers (-1: none)."""
+        return self._latest.get(user_id, -1)
 
     def user_ids(self) -> list[str]:
         """Users with at least one subscriber: what the listener re-syncs after a reconnect."""
         return list(self._subscribers)
+
+    def watched(self, user_id: str) -> bool:
+        return user_id in self._subscribers
 
     def subscriber_count(self, user_id: str | None = None) -> int:
         """Subscribers of `user_id`, or of everyone when None; O(1) either way."""
@@ -186,13 +196,12 @@ class Hub:
         return 0 if subs is None else len(subs)
 
     def close_all(self, reason: object) -> None:
-        """Graceful shutdown: every current and future subscriber's `next()` raises.
+        """Graceful shutdown: every current and future subscriber is closed with `reason`.
 
-        Subscribers stay registered until their `async with` exits, so counts
-        fall as sockets actually close.
+        Subscribers stay registered until their `async with` exits, so counts fall as
+        sockets actually close.
         """
-        self._closing = True
-        self._closing_reason = reason
-        for subs in self._subscribers.values():
-            for sub in subs:
+        self._closing = reason
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
                 sub.close(reason)

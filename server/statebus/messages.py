@@ -14,20 +14,22 @@ JSON = Any  # a decoded JSON value; the state document is open-ended by design
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    """The state document every read and every push carries (contract section 4)."""
+    """The state document every read and every push carries (docs/protocol.md).
+
+    `committed_at` (ISO-8601, UTC) and `source` (which writer) are None at version 0.
+    Inside the server `state` is a `msgspec.Raw` holding the document as Postgres
+    rendered it, so it is never decoded and re-encoded on the way through.
+    """
 
     user_id: str
     version: int
+    committed_at: str | None = None
+    source: str | None = None
     state: JSON = None
 
 
-class Notification(msgspec.Struct, frozen=True):
-    """Payload of one NOTIFY on channel `statebus`: inline state, or `ref` to read it back."""
-
-    user_id: str
-    version: int
-    state: JSON = None
-    ref: bool = False
+# Payload of one NOTIFY on channel `statebus`: [[user_id, version], ...].
+Notification = list[tuple[str, int]]
 
 
 # --- socket: client to server -------------------------------------------------------
@@ -48,6 +50,8 @@ ClientMessage = Auth
 class Snapshot(msgspec.Struct, tag="snapshot", tag_field="type"):
     user_id: str
     version: int
+    committed_at: str | None = None
+    source: str | None = None
     state: JSON = None
 
 

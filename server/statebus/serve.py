@@ -9,6 +9,7 @@ import signal
 import asyncpg
 import uvicorn
 
+from statebus import address
 from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
@@ -54,7 +55,8 @@ def serve(settings: Settings, *, host: str, port: int, demo: bool) -> int:
         asyncio.run(apply_migrations(dsn, demo=demo))
         if demo:
             print_demo_banner(settings, host, port)
-        uvicorn.Server(uvicorn_config(settings, dsn, host, port)).run()
+        with address.recorded(settings.home, host, port):
+            uvicorn.Server(uvicorn_config(settings, dsn, host, port)).run()
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -18,10 +19,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from statebus import metrics
 from statebus.auth import AuthError, Principal
-from statebus.hub import SubscriberClosed
-from statebus.messages import Auth, Current, Error, Snapshot, client_decoder, encoder
+from statebus.messages import Auth, Current, Error, client_decoder, encoder
 from statebus.runtime import Runtime, runtime
-from statebus.states import read_state
+from statebus.states import frame_of, read_state
 
 log = logging.getLogger("statebus.ws")
 
@@ -49,9 +49,6 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await close_with(ws, close.code, close.error, close.message)
     except WebSocketDisconnect:
         pass
-    except SubscriberClosed as closed:
-        code = closed.reason if isinstance(closed.reason, int) else 1012
-        await close_with(ws, code, "restarting", "server restarting; reconnect with since")
 
 
 def origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
@@ -118,54 +115,65 @@ async def verify(rt: Runtime, token: str) -> Principal:
 
 
 async def serve_subscriber(ws: WebSocket, rt: Runtime, auth: Auth, principal: Principal) -> None:
+    """Send the first envelope, then let the hub push every newer one until the end.
+
+    This task only waits for the client (its next message, its disconnect, or its
+    token's expiry); frames are sent by the hub's short-lived send tasks, so an idle
+    socket costs this one task and a small subscriber object.
+    """
     user_id = auth.user_id or principal.user_id
-    # -1: version 0 ("no rows yet") is itself a deliverable first snapshot.
-    async with rt.hub.subscribe(user_id, since_version=-1) as sub:
+
+    async def sink(text: str) -> None:
+        await ws.send_text(text)
+        metrics.snapshots_sent.inc()
+
+    def on_close(reason: object) -> None:
+        if isinstance(reason, int):  # shutdown: tell the client to come back with since
+            _spawn(close_with(ws, reason, "restarting", "server restarting; reconnect with since"))
+
+    async with rt.hub.subscribe(user_id, sink, on_close) as sub:
         metrics.sockets.inc()
         try:
-            sub.offer(await read_state(rt.pool, user_id))
-            first = await sub.next()
-            if auth.since is not None and first.version == auth.since:
-                await send(ws, Current(first.version))
-            else:
-                await send(ws, Snapshot(first.user_id, first.version, first.state))
-            await pump(ws, rt, sub, principal)
+            sub.offer(frame_of(await read_state(rt.pool, user_id)))
+            first = sub.take()  # ours, or a newer one the listener offered meanwhile
+            if first is not None:
+                if auth.since is not None and first.version == auth.since:
+                    await send(ws, Current(first.version))
+                else:
+                    await ws.send_text(first.text)
+                sub.release()
+            await client_messages(ws, principal)
         finally:
             metrics.sockets.dec()
 
 
-async def pump(ws: WebSocket, rt: Runtime, sub: Any, principal: Principal) -> None:
-    """Send every newer version until the client leaves, the token expires or we shut down."""
-    listen = asyncio.ensure_future(client_messages(ws, rt, principal))
+async def client_messages(ws: WebSocket, principal: Principal) -> None:
+    """After auth a client has nothing to say; anything it does say must still be valid.
+
+    Returns only by raising: the client's disconnect, a protocol error, or 4401 when
+    the token expires (a timer on this task, not another task per socket).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, principal.expires_at - time.time())
     try:
-        while True:
-            deliver = asyncio.ensure_future(sub.next())
-            remaining = principal.expires_at - time.time()
-            done, _ = await asyncio.wait(
-                {deliver, listen}, timeout=max(0.0, remaining), return_when=asyncio.FIRST_COMPLETED
-            )
-            if listen in done:
-                deliver.cancel()
-                listen.result()  # raises the client's disconnect or protocol error
-            if deliver not in done:
-                deliver.cancel()
-                raise Close(4401, "token_expired", "token expired; reconnect with a fresh one")
-            env = deliver.result()
-            await send(ws, Snapshot(env.user_id, env.version, env.state))
-            metrics.snapshots_sent.inc()
-    finally:
-        listen.cancel()
+        async with asyncio.timeout_at(deadline):
+            text = await receive_text(ws)
+    except TimeoutError:
+        raise Close(4401, "token_expired", "token expired; reconnect with a fresh one") from None
+    decode(text)
+    raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
 
 
-async def client_messages(ws: WebSocket, rt: Runtime, principal: Principal) -> None:
-    """After auth a client has nothing to say; anything it does say must still be valid."""
-    while True:
-        text = await receive_text(ws)
-        decode(text)
-        raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
+_closing: set[asyncio.Task[None]] = set()  # strong references until each close is sent
 
 
-async def send(ws: WebSocket, message: Snapshot | Current | Error) -> None:
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def send(ws: WebSocket, message: Current | Error) -> None:
     await ws.send_text(encoder.encode(message).decode())
 
 

@@ -1,84 +1,124 @@
--- Capture: which users did this transaction touch?
+-- Capture: a committed transaction gives each user it touched one new version.
 --
--- Statement-level triggers with transition tables put the affected user ids into
--- statebus.dirty under the transaction's id, so a 100,000-row UPDATE costs one
--- INSERT ... SELECT. The first capture of a transaction also inserts one row into
--- statebus.commit_hook, whose deferred constraint trigger runs statebus.flush() once,
--- at commit (sql/triggers/30_flush.sql). The hook row goes in after the dirty rows:
--- under SET CONSTRAINTS ALL IMMEDIATE the flush fires as soon as it is inserted, and
--- must then find this statement's users already there. Both tables are unlogged: their rows never
--- outlive the transaction. (Session temp tables were measured too: an insert into one
--- cost ~0.7 ms against ~0.1 ms for an unlogged table, on every commit.)
+-- Everything here runs inside the writer's transaction, so it does as little as it can:
+-- a statement trigger per tracked table hands the users whose rows changed to
+-- statebus.bump(), which upserts statebus.versions (counting once per transaction),
+-- keeps (version, committed_at, source) in statebus.history and NOTIFYs the
+-- (user_id, version) pairs. No document is assembled here: readers do that with
+-- statebus.envelopes() (sql/triggers/20_state.sql), and only for users someone watches.
+--
+-- Why statement triggers with transition tables: a 100,000-row UPDATE costs one
+-- set-based bump, not 100,000 calls. Why one generated function per table: static SQL
+-- is planned once per session; EXECUTE format(...) would be planned on every statement.
 
-CREATE OR REPLACE FUNCTION statebus.queue_flush() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-    -- A transaction-local flag: reset at commit, rollback and rollback to savepoint,
-    -- exactly when the commit_hook row it guards disappears too.
-    IF current_setting('statebus.capturing', true) = 'on' THEN
-        RETURN;
-    END IF;
-    -- Flag first: under immediate constraints the insert runs the flush, which clears it.
-    PERFORM set_config('statebus.capturing', 'on', true);
-    INSERT INTO statebus.commit_hook (txid) VALUES (pg_current_xact_id())
-    ON CONFLICT DO NOTHING;
-END $$;
-
--- Statement trigger on a tracked table. TG_ARGV[0] is the user column.
-CREATE OR REPLACE FUNCTION statebus.capture() RETURNS trigger
+-- The label a version shows to clients. statebus's own writers and the host app say who
+-- they are with SET LOCAL statebus.source; anything else is 'sql'. Role names stay in
+-- history.actor and never reach a client.
+CREATE OR REPLACE FUNCTION statebus.bump(users text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
-    col text := TG_ARGV[0];
+    src text := coalesce(nullif(current_setting('statebus.source', true), ''), 'sql');
+    notified bigint;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
-                        SELECT DISTINCT pg_current_xact_id(), %1$I::text FROM new_rows
-                        WHERE %1$I IS NOT NULL ON CONFLICT DO NOTHING', col);
-    ELSIF TG_OP = 'UPDATE' THEN
-        -- Both sides: a row moved from one user to another changes both states.
-        EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
-                        SELECT pg_current_xact_id(), u FROM (
-                            SELECT %1$I::text AS u FROM new_rows WHERE %1$I IS NOT NULL
-                            UNION SELECT %1$I::text FROM old_rows WHERE %1$I IS NOT NULL) s
-                        ON CONFLICT DO NOTHING', col);
-    ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
-                        SELECT DISTINCT pg_current_xact_id(), %1$I::text FROM old_rows
-                        WHERE %1$I IS NOT NULL ON CONFLICT DO NOTHING', col);
-    ELSIF TG_OP = 'TRUNCATE' THEN
-        -- BEFORE TRUNCATE: the rows are still there to be read.
-        PERFORM statebus.mark_table(TG_RELID::regclass, col);
+    IF coalesce(cardinality(users), 0) = 0 THEN
+        RETURN;
     END IF;
-    PERFORM statebus.queue_flush();
-    RETURN NULL;
+    IF length(src) > 64 OR src !~ '^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:/-]+)?$' THEN
+        src := 'sql';  -- a malformed label is not shown to clients
+    END IF;
+    -- Sorted, so two transactions touching overlapping users lock their version rows in
+    -- the same order. A transaction that already bumped a user (txid matches) does not
+    -- count again: one transaction, one version. Users bumped by this statement are
+    -- RETURNed; the others were bumped by an earlier statement and already notified.
+    WITH bumped AS (
+        INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
+        SELECT u, 1, pg_current_xact_id(), clock_timestamp(), src
+        FROM unnest(users) AS u ORDER BY u
+        ON CONFLICT (user_id) DO UPDATE
+            SET version = v.version + 1, txid = excluded.txid,
+                committed_at = excluded.committed_at, source = excluded.source
+            WHERE v.txid IS DISTINCT FROM excluded.txid
+        RETURNING v.user_id, v.version, v.committed_at
+    ), kept AS (
+        INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
+        SELECT b.user_id, b.version, b.committed_at, src,
+               session_user || coalesce('/' || nullif(current_setting('application_name', true), ''), '')
+        FROM bumped b
+    ), numbered AS (
+        -- Payloads must stay under NOTIFY's 8000 bytes: pairs are cut into chunks of
+        -- about 7,000 bytes by their exact JSON length.
+        SELECT b.user_id, b.version,
+               sum(octet_length(to_json(b.user_id)::text) + 24) OVER (ORDER BY b.user_id) / 7000 AS chunk
+        FROM bumped b
+    )
+    SELECT count(pg_notify('statebus', p.payload)) INTO notified
+    FROM (SELECT json_agg(json_build_array(n.user_id, n.version))::text AS payload
+          FROM numbered n GROUP BY n.chunk) p;
+
+    IF EXISTS (SELECT 1 FROM statebus.settings s WHERE s.name = 'history_documents' AND s.value = 'on') THEN
+        PERFORM statebus.keep_documents(users);
+    END IF;
 END $$;
 
--- Marks the users with rows in a table (truncate, track and untrack change them all).
-CREATE OR REPLACE FUNCTION statebus.mark_table(tbl regclass, user_column name) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- The generated function's name: stable for the table's lifetime, whatever it is renamed to.
+CREATE OR REPLACE FUNCTION statebus.capture_function_name(tbl regclass) RETURNS name
+LANGUAGE sql IMMUTABLE AS $$ SELECT ('capture_' || tbl::oid)::name $$;
+
+-- Generates the statement trigger function of one tracked table. The user column is
+-- spliced in as an identifier and the table as a regclass: nothing the caller passes
+-- becomes SQL text. An UPDATE counts only users whose rows changed value (a write that
+-- changes nothing gives no version); a row moved between users counts for both.
+CREATE OR REPLACE FUNCTION statebus.capture_function_sql(tbl regclass, user_column name)
+RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT format($f$
+CREATE OR REPLACE FUNCTION statebus.%1$I() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $body$
 BEGIN
-    EXECUTE format('INSERT INTO statebus.dirty (txid, user_id)
-                    SELECT DISTINCT pg_current_xact_id(), %1$I::text FROM %2$s
-                    WHERE %1$I IS NOT NULL ON CONFLICT DO NOTHING', user_column, tbl);
-    PERFORM statebus.queue_flush();
-END $$;
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM statebus.bump(ARRAY(
+            SELECT DISTINCT c.u FROM (
+                (SELECT n.%2$I::text AS u, n::text AS r FROM new_rows n
+                 EXCEPT ALL SELECT o.%2$I::text, o::text FROM old_rows o)
+                UNION ALL
+                (SELECT o.%2$I::text, o::text FROM old_rows o
+                 EXCEPT ALL SELECT n.%2$I::text, n::text FROM new_rows n)) c
+            WHERE c.u IS NOT NULL));
+    ELSIF TG_OP = 'INSERT' THEN
+        PERFORM statebus.bump(ARRAY(
+            SELECT DISTINCT n.%2$I::text FROM new_rows n WHERE n.%2$I IS NOT NULL));
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM statebus.bump(ARRAY(
+            SELECT DISTINCT o.%2$I::text FROM old_rows o WHERE o.%2$I IS NOT NULL));
+    ELSE  -- BEFORE TRUNCATE: the rows are still there to be read
+        PERFORM statebus.bump(ARRAY(
+            SELECT DISTINCT t.%2$I::text FROM %3$s t WHERE t.%2$I IS NOT NULL));
+    END IF;
+    RETURN NULL;
+END $body$;
+$f$, statebus.capture_function_name(tbl), user_column, tbl)
+$$;
 
--- Installs the four statement triggers on a table. Transition tables need one trigger
--- per event, hence INSERT, UPDATE and DELETE apart.
+-- Installs capture on a table: the generated function and its four statement triggers
+-- (transition tables need one trigger per event).
 CREATE OR REPLACE FUNCTION statebus.install_capture(tbl regclass, user_column name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    fn name := statebus.capture_function_name(tbl);
 BEGIN
+    EXECUTE statebus.capture_function_sql(tbl, user_column);
+    EXECUTE format('REVOKE ALL ON FUNCTION statebus.%I() FROM PUBLIC', fn);
     EXECUTE format('CREATE OR REPLACE TRIGGER statebus_capture_insert AFTER INSERT ON %s
                     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-                    EXECUTE FUNCTION statebus.capture(%L)', tbl, user_column);
+                    EXECUTE FUNCTION statebus.%I()', tbl, fn);
     EXECUTE format('CREATE OR REPLACE TRIGGER statebus_capture_update AFTER UPDATE ON %s
                     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
-                    EXECUTE FUNCTION statebus.capture(%L)', tbl, user_column);
+                    EXECUTE FUNCTION statebus.%I()', tbl, fn);
     EXECUTE format('CREATE OR REPLACE TRIGGER statebus_capture_delete AFTER DELETE ON %s
                     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
-                    EXECUTE FUNCTION statebus.capture(%L)', tbl, user_column);
+                    EXECUTE FUNCTION statebus.%I()', tbl, fn);
     EXECUTE format('CREATE OR REPLACE TRIGGER statebus_capture_truncate BEFORE TRUNCATE ON %s
-                    FOR EACH STATEMENT EXECUTE FUNCTION statebus.capture(%L)', tbl, user_column);
+                    FOR EACH STATEMENT EXECUTE FUNCTION statebus.%I()', tbl, fn);
 END $$;
 
 CREATE OR REPLACE FUNCTION statebus.remove_capture(tbl regclass) RETURNS void
@@ -89,16 +129,16 @@ BEGIN
     FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'statebus_capture_' || event, tbl);
     END LOOP;
+    EXECUTE format('DROP FUNCTION IF EXISTS statebus.%I()', statebus.capture_function_name(tbl));
 END $$;
 
 -- A plan's name, rank or limits are part of the state of every user on it.
 CREATE OR REPLACE FUNCTION statebus.capture_plans() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
-    INSERT INTO statebus.dirty (txid, user_id)
-    SELECT pg_current_xact_id(), s.user_id FROM public.user_subscriptions s
-    WHERE s.plan IN (SELECT code FROM (SELECT * FROM new_rows EXCEPT SELECT * FROM old_rows) AS changed)
-    ON CONFLICT DO NOTHING;
-    PERFORM statebus.queue_flush();
+    PERFORM statebus.bump(ARRAY(
+        SELECT s.user_id FROM public.user_subscriptions s
+        WHERE s.plan IN (SELECT c.code FROM (SELECT n.code, n::text FROM new_rows n
+                                             EXCEPT SELECT o.code, o::text FROM old_rows o) c)));
     RETURN NULL;
 END $$;

@@ -1,10 +1,11 @@
 -- State assembly: the contract's state document for many users in one set-based query.
 --
--- Called by flush() with every user a transaction touched; a 100,000-user admin
--- UPDATE is one execution of these joins, not 100,000 function calls. The functions
--- are plain SQL with no SET clause so the planner inlines them into flush()'s cached
--- plan (a non-inlined SQL function is planned again on every call: ~1.5 ms a commit).
--- flush() renders timestamps in UTC, so a session's TimeZone never changes a document.
+-- Called by statebus.envelopes() (sql/triggers/30_envelopes.sql) with the users a
+-- reader wants: a re-sync of 15,000 watched users is one execution of these joins, not
+-- 15,000 function calls. The functions are plain SQL with no SET clause so the planner
+-- inlines them into the caller's cached plan (a non-inlined SQL function is planned
+-- again on every call: ~1.5 ms). Callers render timestamps in UTC (SET TimeZone), so a
+-- session's TimeZone never changes a document.
 
 CREATE OR REPLACE FUNCTION statebus.core_states(users text[])
 RETURNS TABLE (user_id text, state jsonb)

@@ -55,13 +55,14 @@ async def test_migrate_demo_then_psql_update_makes_one_version(
     assert code == 0, err
     assert "UPDATE 1" in out
     row = await conn.fetchrow(
-        "SELECT version, state->'plan'->>'code' AS plan, source FROM statebus.versions"
-        " WHERE user_id = $1",
+        "SELECT e.version, e.state->'plan'->>'code' AS plan, e.source, h.actor"
+        " FROM statebus.envelopes(ARRAY[$1]) e"
+        " JOIN statebus.history h ON h.user_id = e.user_id AND h.version = e.version",
         USER,
     )
     assert row is not None
-    assert (row["version"], row["plan"]) == (2, "viral_surge")
-    assert row["source"].endswith("/psql")  # an admin's edit shows as such
+    assert (row["version"], row["plan"], row["source"]) == (2, "viral_surge", "sql")
+    assert row["actor"].endswith("/psql")  # operators see an admin's edit as such
 
 
 async def test_token_prints_a_verifiable_jwt(env: dict[str, str]) -> None:
@@ -98,11 +99,47 @@ async def test_tail_prints_one_line_per_version(
     )
     assert proc.stdout is not None
     try:
-        first = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert first.decode().startswith(f"{USER} v1 plan=glow_up")
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert first.startswith(f"{USER} v1 · 20") and " · demo seed · plan=glow_up " in first
         await conn.execute("UPDATE user_subscriptions SET plan = 'viral_surge'")
-        second = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert second.decode().startswith(f"{USER} v2 plan=viral_surge")
+        second = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert second.startswith(f"{USER} v2 · ") and " · SQL · plan=viral_surge " in second
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_tail_of_every_user_reads_each_notified_envelope(
+    env: dict[str, str], conn: asyncpg.Connection
+) -> None:
+    await statebus("migrate", "--demo", env=env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "statebus",
+        "tail",
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        ready = await asyncio.wait_for(proc.stderr.readline(), 30)
+        assert b"listening on channel statebus" in ready
+        await conn.execute("SET statebus.source = 'app:signup'")
+        await conn.execute("UPDATE user_subscriptions SET status = 'past_due'")
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith(f"{USER} v2 · ") and " · app (signup) · plan=glow_up " in line
+        assert '"status":"past_due"' in line
+    finally:
+        await conn.execute("RESET statebus.source")
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_tail_says_so_when_no_server_answers(env: dict[str, str]) -> None:
+    code, _, err = await statebus(
+        "tail", "--user", USER, "--url", "ws://127.0.0.1:9/v1/ws", env=env
+    )
+    assert code == 1
+    assert "no statebus server answers at ws://127.0.0.1:9/v1/ws" in err

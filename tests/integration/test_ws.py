@@ -313,5 +313,5 @@ async def test_slow_reader_gets_latest_and_does_not_delay_fast(
 async def test_json_state_roundtrip(server: RunningServer, seeded: asyncpg.Connection) -> None:
     async with await Session.open(server.ws, server.token("alice")) as s:
         got = await snapshot(s)
-    stored = await seeded.fetchval("SELECT state FROM statebus.versions WHERE user_id = 'alice'")
+    stored = await seeded.fetchval("SELECT state FROM statebus.envelopes(ARRAY['alice'])")
     assert got.state == json.loads(stored)

@@ -1,252 +1,193 @@
-"""The hub's fan-out, latest-wins bounding and cleanup, without a database or sockets."""
+"""The hub's fan-out, latest-wins bounding and cleanup, without a database or sockets.
+
+A `Sink` here records what a socket would have been sent; a gated sink stands for a
+socket whose client stopped reading.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import contextlib
 
 import pytest
 
-from statebus.hub import Hub, Subscriber, SubscriberClosed
-from statebus.messages import Envelope
-
-DEADLINE = 5.0  # seconds; generous so a slow CI box never flakes, never reached when green
+from statebus.hub import Frame, Hub, Subscriber
+from tests.helpers import wait_for
 
 
-def env(version: int, user_id: str = "u1") -> Envelope:
-    return Envelope(user_id=user_id, version=version, state={"v": version})
+def frame(version: int, user_id: str = "u1") -> Frame:
+    return Frame(user_id, version, f'{{"v":{version}}}')
 
 
-async def next_within(sub: Subscriber) -> Envelope:
-    return await asyncio.wait_for(sub.next(), DEADLINE)
+class Sink:
+    """Records sent texts; while `gate` is clear, a send blocks (a stalled client)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.closed: list[object] = []
+
+    async def __call__(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(text)
+
+    def on_close(self, reason: object) -> None:
+        self.closed.append(reason)
+
+    def versions(self) -> list[int]:
+        return [int(text.split(":")[1].rstrip("}")) for text in self.sent]
+
+
+def released(sub: Subscriber) -> Subscriber:
+    sub.release()
+    return sub
 
 
 async def test_publish_reaches_only_that_users_subscribers() -> None:
     hub = Hub()
+    a1, a2, b = Sink(), Sink(), Sink()
     async with (
-        hub.subscribe("u1") as a1,
-        hub.subscribe("u1") as a2,
-        hub.subscribe("u2") as b,
+        hub.subscribe("u1", a1) as s1,
+        hub.subscribe("u1", a2) as s2,
+        hub.subscribe("u2", b) as s3,
     ):
-        assert hub.publish(env(1, "u1")) == 2
-        assert (await next_within(a1)).version == 1
-        assert (await next_within(a2)).version == 1
-        assert b.pending is None
-        assert hub.publish(env(1, "nobody")) == 0
+        for sub in (s1, s2, s3):
+            sub.release()
+        assert hub.publish(frame(1, "u1")) == 2
+        await wait_for(lambda: a1.versions() == [1] and a2.versions() == [1])
+        assert b.sent == []
+        assert hub.publish(frame(1, "nobody")) == 0
         assert sorted(hub.user_ids()) == ["u1", "u2"]
         assert hub.subscriber_count("u1") == 2
         assert hub.subscriber_count("u2") == 1
         assert hub.subscriber_count("nobody") == 0
         assert hub.subscriber_count() == 3
+        assert hub.latest_version("u1") == 1 and hub.latest_version("u2") == -1
 
 
-async def test_latest_wins_and_nothing_older_follows() -> None:
-    hub = Hub()
-    async with hub.subscribe("u1") as sub:
+async def test_a_stalled_socket_holds_one_frame_and_gets_the_latest() -> None:
+    hub, sink = Hub(), Sink()
+    async with hub.subscribe("u1", sink) as sub:
+        sub.release()
+        sink.gate.clear()
+        hub.publish(frame(1))  # in flight, blocked in the sink
+        await asyncio.sleep(0)
         for v in (2, 3, 4):
-            hub.publish(env(v))
-        got = await next_within(sub)
-        assert got == env(4)
-        assert sub.delivered_version == 4
-        assert sub.pending is None
-        hub.publish(env(3))
-        hub.publish(env(4))
-        assert sub.pending is None
+            hub.publish(frame(v))
+        assert sub.pending == frame(4)  # one frame held, the newest
+        sink.gate.set()
+        await wait_for(lambda: sink.versions() == [1, 4])
+        hub.publish(frame(3))
+        hub.publish(frame(4))
+        assert sub.pending is None and sub.sent_version == 4
+
+
+async def test_a_stalled_socket_never_delays_another() -> None:
+    hub, slow, fast = Hub(), Sink(), Sink()
+    slow.gate.clear()
+    async with hub.subscribe("u1", slow) as s1, hub.subscribe("u1", fast) as s2:
+        s1.release()
+        s2.release()
+        for v in range(1, 50):
+            hub.publish(frame(v))
+            await wait_for(lambda: fast.versions()[-1:] == [v])  # noqa: B023 (awaited here)
+        assert slow.sent == []
 
 
 async def test_older_or_equal_offers_are_ignored() -> None:
-    sub = Subscriber("u1")
-    sub.offer(env(5))
-    sub.offer(Envelope(user_id="u1", version=5, state="same version, other state"))
-    sub.offer(env(4))
-    assert sub.pending == env(5)
-    assert (await next_within(sub)).version == 5
-    sub.offer(env(5))
-    sub.offer(env(1))
+    sub = Subscriber("u1", Sink())
+    sub.offer(frame(5))
+    sub.offer(Frame("u1", 5, "same version, other text"))
+    sub.offer(frame(4))
+    assert sub.take() == frame(5)
+    sub.offer(frame(5))
     assert sub.pending is None
 
 
-async def test_versions_strictly_increase_for_a_concurrent_reader() -> None:
-    hub = Hub()
-    final = 2_000
-    async with hub.subscribe("u1") as sub:
-
-        async def read_until_final() -> list[int]:
-            seen: list[int] = []
-            while not seen or seen[-1] < final:
-                seen.append((await sub.next()).version)
-            return seen
-
-        reader = asyncio.create_task(read_until_final())
-        for v in range(1, final + 1):
-            hub.publish(env(v))
-            hub.publish(env(v - 1))  # a stale duplicate must never surface
-            if v % 7 == 0:
-                await asyncio.sleep(0)  # let the reader interleave
-        seen = await asyncio.wait_for(reader, DEADLINE)
-    assert seen == sorted(set(seen))
-    assert seen[-1] == final
+async def test_held_until_released_so_the_first_message_goes_first() -> None:
+    sink = Sink()
+    sub = Subscriber("u1", sink)
+    sub.offer(frame(3))  # the listener, while the socket reads its current version
+    sub.offer(frame(2))  # the socket's own (older) read: ignored
+    await asyncio.sleep(0)
+    assert sink.sent == []  # nothing is sent before the socket's first message
+    assert sub.take() == frame(3)
+    released(sub).offer(frame(4))
+    await wait_for(lambda: sink.versions() == [4])
 
 
-async def test_notify_between_subscribe_and_initial_read_is_kept() -> None:
-    """The socket subscribes, a NOTIFY lands, then its older DB read arrives."""
-    hub = Hub()
-    async with hub.subscribe("u1") as sub:
-        hub.publish(env(8))  # listener, before the socket's SELECT returned
-        sub.offer(env(7))  # the socket's snapshot, read just before the commit
-        assert (await next_within(sub)).version == 8
-        assert sub.pending is None
+async def test_since_version_filters_and_minus_one_sends_version_zero() -> None:
+    sub = Subscriber("u1", Sink(), since_version=7)
+    sub.offer(frame(7))
+    assert sub.take() is None
+    sub.offer(frame(8))
+    assert sub.take() == frame(8)
+    fresh = Subscriber("u1", Sink())
+    fresh.offer(frame(0))
+    assert fresh.take() == frame(0)
 
 
-async def test_initial_read_then_newer_notify_before_first_next() -> None:
-    hub = Hub()
-    async with hub.subscribe("u1") as sub:
-        sub.offer(env(7))
-        hub.publish(env(8))
-        assert (await next_within(sub)).version == 8
-
-
-async def test_since_version_filters() -> None:
-    hub = Hub()
-    async with hub.subscribe("u1", since_version=7) as sub:
-        assert sub.delivered_version == 7
-        hub.publish(env(6))
-        sub.offer(env(7))  # client already has it: the socket sends `current` instead
-        assert sub.pending is None
-        hub.publish(env(8))
-        assert (await next_within(sub)).version == 8
-
-
-async def test_since_minus_one_delivers_version_zero() -> None:
-    hub = Hub()
-    async with hub.subscribe("u1", since_version=-1) as sub:
-        sub.offer(Envelope(user_id="u1", version=0, state=None))
-        assert (await next_within(sub)).version == 0
-    async with hub.subscribe("u1") as default_sub:
-        default_sub.offer(Envelope(user_id="u1", version=0, state=None))
-        assert default_sub.pending is None
-
-
-async def test_unsubscribes_on_normal_exit() -> None:
-    hub = Hub()
-    async with hub.subscribe("u1") as sub:
-        hub.publish(env(3))
-        assert hub.latest_version("u1") == 3
-    assert hub.user_ids() == []
-    assert hub.subscriber_count() == 0
-    assert hub.latest_version("u1") is None
-    assert sub.closed
-    assert hub.publish(env(4)) == 0
-
-
-async def test_unsubscribes_on_exception() -> None:
-    hub = Hub()
-    with pytest.raises(RuntimeError, match="boom"):
-        async with hub.subscribe("u1"), hub.subscribe("u1"):
-            assert hub.subscriber_count("u1") == 2
-            raise RuntimeError("boom")
-    assert hub.user_ids() == []
-    assert hub.subscriber_count() == 0
-
-
-async def test_unsubscribes_on_cancellation() -> None:
-    hub = Hub()
-    waiting = asyncio.Event()
-
-    async def socket() -> None:
-        async with hub.subscribe("u1") as sub:
-            waiting.set()
-            await sub.next()
-
-    task = asyncio.create_task(socket())
-    await asyncio.wait_for(waiting.wait(), DEADLINE)
-    assert hub.subscriber_count("u1") == 1
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, DEADLINE)
-    assert hub.user_ids() == []
-    assert hub.subscriber_count() == 0
-
-
-async def test_cancelled_next_keeps_the_pending_envelope() -> None:
-    sub = Subscriber("u1")
-    waiter = asyncio.create_task(sub.next())
-    await asyncio.sleep(0)  # one loop step: the task is now parked in next()
-    sub.offer(env(1))  # wakes it, but it is cancelled before it can take the envelope
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(waiter, DEADLINE)
-    assert sub.pending == env(1)
-    assert (await next_within(sub)).version == 1
-
-
-async def test_close_all_wakes_waiters_and_refuses_new_subscribers() -> None:
-    hub = Hub()
-    ready = asyncio.Event()
-    count = 3
-
-    async def socket(user_id: str) -> object:
-        async with hub.subscribe(user_id) as sub:
-            if hub.subscriber_count() == count:
-                ready.set()
-            try:
-                await sub.next()
-            except SubscriberClosed as exc:
-                return exc.reason
-            raise AssertionError("next() returned after close_all")
-
-    tasks = [asyncio.create_task(socket(u)) for u in ("u1", "u1", "u2")]
-    await asyncio.wait_for(ready.wait(), DEADLINE)
-    hub.publish(env(1, "u2"))  # pending is dropped: closing wins over one more snapshot
-    hub.close_all("restarting")
-    reasons = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
-    assert reasons == ["restarting"] * count
-    assert hub.user_ids() == []
-
-    async with hub.subscribe("u3") as late:
-        with pytest.raises(SubscriberClosed) as info:
-            await next_within(late)
-        assert info.value.reason == "restarting"
-    assert hub.subscriber_count() == 0
-
-
-async def test_close_drops_pending_and_ignores_later_offers() -> None:
-    sub = Subscriber("u1")
-    sub.offer(env(1))
-    sub.close("bye")
-    assert sub.closed
-    assert sub.pending is None
-    sub.offer(env(2))
-    assert sub.pending is None
-    with pytest.raises(SubscriberClosed):
-        await next_within(sub)
-
-
-async def test_stalled_subscriber_holds_one_envelope() -> None:
-    hub = Hub()
-    final = 100_000
-    async with hub.subscribe("u1") as stalled, hub.subscribe("u1") as fast:
-
-        async def read_until_final() -> int:
-            last = 0
-            while last < final:
-                got = await fast.next()
-                assert got.version > last
-                last = got.version
-            return last
-
-        reader = asyncio.create_task(read_until_final())
-        for v in range(1, final + 1):
-            assert hub.publish(env(v)) == 2
-            if v % 1_000 == 0:
+async def test_versions_sent_strictly_increase_under_interleaving() -> None:
+    hub, sink = Hub(), Sink()
+    async with hub.subscribe("u1", sink) as sub:
+        sub.release()
+        for v in [1, 3, 2, 5, 4, 4, 6, 9, 8, 7, 10]:
+            hub.publish(frame(v))
+            if v % 3 == 0:
                 await asyncio.sleep(0)
-        assert await asyncio.wait_for(reader, DEADLINE) == final
-        # Bounded by structure: the only undelivered state is one envelope reference,
-        # and the subscriber has no container in which more could pile up.
-        assert stalled.pending == env(final)
-        assert stalled.delivered_version == 0
-        for name in Subscriber.__slots__:
-            value = getattr(stalled, name)
-            assert not isinstance(value, list | tuple | dict | set | deque | asyncio.Queue)
-        assert (await next_within(stalled)).version == final
-        assert stalled.pending is None
+        await wait_for(lambda: sink.versions()[-1:] == [10])
+        got = sink.versions()
+        assert got == sorted(set(got))
+
+
+@pytest.mark.parametrize("how", ["normal", "exception", "cancel"])
+async def test_unsubscribes_however_the_block_ends(how: str) -> None:
+    hub = Hub()
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with hub.subscribe("u1", Sink()):
+            entered.set()
+            if how == "exception":
+                raise RuntimeError("socket failed")
+            if how == "cancel":
+                await asyncio.Event().wait()
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    if how == "cancel":
+        task.cancel()
+    expected = (RuntimeError, asyncio.CancelledError)
+    with pytest.raises(expected) if how != "normal" else contextlib.nullcontext():
+        await task
+    assert hub.subscriber_count() == 0 and hub.user_ids() == []
+
+
+async def test_close_all_tells_every_socket_and_refuses_new_ones() -> None:
+    hub, a, b = Hub(), Sink(), Sink()
+    async with hub.subscribe("u1", a, a.on_close) as s1:
+        s1.release()
+        hub.close_all(1012)
+        assert a.closed == [1012]
+        hub.publish(frame(1))
+        async with hub.subscribe("u2", b, b.on_close) as s2:
+            assert s2.closed and b.closed == [1012]
+        assert hub.subscriber_count() == 1  # counts fall as sockets actually leave
+    await asyncio.sleep(0)
+    assert a.sent == [] and hub.subscriber_count() == 0
+
+
+async def test_a_failed_send_closes_the_subscriber_once() -> None:
+    hub = Hub()
+    reasons: list[object] = []
+
+    async def broken(_text: str) -> None:
+        raise OSError("connection reset")
+
+    async with hub.subscribe("u1", broken, reasons.append) as sub:
+        sub.release()
+        hub.publish(frame(1))
+        await wait_for(lambda: sub.closed)
+        hub.publish(frame(2))
+        assert len(reasons) == 1 and isinstance(reasons[0], OSError)

@@ -1,0 +1,37 @@
+-- Reading envelopes: the one call that turns user ids into current (version, document).
+--
+--   SELECT * FROM statebus.envelopes(ARRAY['user_2z...', 'user_9q...']);
+--
+-- The version row and the tables are read in one statement, so both come from the same
+-- snapshot: the document is exactly the state as of the version's commit (or of a newer
+-- commit, with its newer version). A user with no version row is at version 0 with a
+-- NULL document. SECURITY INVOKER on purpose: whoever reads needs SELECT on the tables,
+-- so reading documents follows table privileges.
+CREATE OR REPLACE FUNCTION statebus.envelopes(users text[])
+RETURNS TABLE (user_id text, version bigint, committed_at text, source text, state jsonb)
+LANGUAGE plpgsql SET search_path = pg_catalog SET TimeZone = 'UTC'
+    SET plan_cache_mode = 'force_generic_plan' AS $$
+BEGIN
+    -- A generic plan (cached per session, index lookups) serves the few users of a
+    -- notification; a custom one, which sees the array's length and picks hash joins,
+    -- serves a re-sync of thousands. The SET clause restores the mode on exit.
+    IF cardinality(users) > 200 THEN
+        PERFORM set_config('plan_cache_mode', 'force_custom_plan', true);
+    END IF;
+    RETURN QUERY
+    SELECT b.user_id, coalesce(v.version, 0),
+           to_char(v.committed_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), v.source, b.state
+    FROM statebus.build_states(users) b
+    LEFT JOIN statebus.versions v ON v.user_id = b.user_id;
+END $$;
+
+-- Opt-in (settings.history_documents = 'on', called by statebus.bump()): the history
+-- row of each user's current version holds the document as of this statement. Every later statement of the same
+-- transaction that touches the user writes it again, so at commit it is the committed state.
+CREATE OR REPLACE FUNCTION statebus.keep_documents(users text[]) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog SET TimeZone = 'UTC' AS $$
+    UPDATE statebus.history h SET state = b.state
+    FROM statebus.build_states(users) b
+    JOIN statebus.versions v ON v.user_id = b.user_id
+    WHERE h.user_id = b.user_id AND h.version = v.version
+$$;
