@@ -15,47 +15,79 @@
 -- they are with SET LOCAL statebus.source; anything else is 'sql'. Role names stay in
 -- history.actor and never reach a client.
 CREATE OR REPLACE FUNCTION statebus.bump(users text[]) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+-- Neither SECURITY DEFINER nor SET search_path: its only callers (the capture
+-- functions, track and untrack) already run as statebus's owner with search_path
+-- pinned to pg_catalog. Skipping both saves a user switch and a GUC save/restore on
+-- every captured statement. Nobody else may EXECUTE it (sql/triggers/90_privileges.sql).
+LANGUAGE plpgsql AS $$
 DECLARE
     src text := coalesce(nullif(current_setting('statebus.source', true), ''), 'sql');
-    notified bigint;
+    actor text;
+    n bigint := coalesce(cardinality(users), 0);
+    bumped_version bigint;
+    committed timestamptz;
 BEGIN
-    IF coalesce(cardinality(users), 0) = 0 THEN
+    IF n = 0 THEN
         RETURN;
     END IF;
     IF length(src) > 64 OR src !~ '^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:/-]+)?$' THEN
         src := 'sql';  -- a malformed label is not shown to clients
     END IF;
-    -- Sorted, so two transactions touching overlapping users lock their version rows in
-    -- the same order. A transaction that already bumped a user (txid matches) does not
-    -- count again: one transaction, one version. Users bumped by this statement are
-    -- RETURNed; the others were bumped by an earlier statement and already notified.
-    WITH bumped AS (
+    actor := session_user || coalesce(
+        '/' || nullif(current_setting('application_name', true), ''), '');
+
+    IF n = 1 THEN
+        -- The common case, one user per statement, without the set machinery below.
+        -- A matching txid counts as "already bumped" only if this transaction wrote it
+        -- (its time is not before our start): after a restore into a fresh cluster,
+        -- transaction ids start again and a stored one may come round.
         INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
-        SELECT u, 1, pg_current_xact_id(), clock_timestamp(), src
-        FROM unnest(users) AS u ORDER BY u
+        VALUES (users[1], 1, pg_current_xact_id(), clock_timestamp(), src)
         ON CONFLICT (user_id) DO UPDATE
             SET version = v.version + 1, txid = excluded.txid,
                 committed_at = excluded.committed_at, source = excluded.source
-            WHERE v.txid IS DISTINCT FROM excluded.txid
-        RETURNING v.user_id, v.version, v.committed_at
-    ), kept AS (
-        INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
-        SELECT b.user_id, b.version, b.committed_at, src,
-               session_user || coalesce('/' || nullif(current_setting('application_name', true), ''), '')
-        FROM bumped b
-    ), numbered AS (
-        -- Payloads must stay under NOTIFY's 8000 bytes: pairs are cut into chunks of
-        -- about 7,000 bytes by their exact JSON length.
-        SELECT b.user_id, b.version,
-               sum(octet_length(to_json(b.user_id)::text) + 24) OVER (ORDER BY b.user_id) / 7000 AS chunk
-        FROM bumped b
-    )
-    SELECT count(pg_notify('statebus', p.payload)) INTO notified
-    FROM (SELECT json_agg(json_build_array(n.user_id, n.version))::text AS payload
-          FROM numbered n GROUP BY n.chunk) p;
+            WHERE v.txid IS DISTINCT FROM excluded.txid OR v.committed_at < now()
+        RETURNING v.version, v.committed_at INTO bumped_version, committed;
+        IF bumped_version IS NOT NULL THEN
+            INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
+            VALUES (users[1], bumped_version, committed, src, actor);
+            PERFORM pg_notify('statebus', json_build_array(
+                json_build_array(users[1], bumped_version))::text);
+        END IF;
+    ELSE
+        -- Sorted, so two transactions touching overlapping users lock their version
+        -- rows in the same order. A transaction that already bumped a user (txid
+        -- matches) does not count again: one transaction, one version. Users bumped by
+        -- this statement are RETURNed; the others were notified by an earlier one.
+        WITH bumped AS (
+            INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
+            SELECT u, 1, pg_current_xact_id(), clock_timestamp(), src
+            FROM unnest(users) AS u ORDER BY u
+            ON CONFLICT (user_id) DO UPDATE
+                SET version = v.version + 1, txid = excluded.txid,
+                    committed_at = excluded.committed_at, source = excluded.source
+                WHERE v.txid IS DISTINCT FROM excluded.txid OR v.committed_at < now()
+            RETURNING v.user_id, v.version, v.committed_at
+        ), kept AS (
+            INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
+            SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+        ), numbered AS (
+            -- Payloads must stay under NOTIFY's 8000 bytes: pairs are cut into chunks
+            -- of about 7,000 bytes by their exact JSON length.
+            SELECT b.user_id, b.version,
+                   sum(octet_length(to_json(b.user_id)::text)
+                                  + 24) OVER (ORDER BY b.user_id)
+                       / 7000 AS chunk
+            FROM bumped b
+        )
+        SELECT count(pg_notify('statebus', p.payload)) INTO n
+        FROM (SELECT json_agg(json_build_array(m.user_id, m.version))::text AS payload
+              FROM numbered m GROUP BY m.chunk) p;
+    END IF;
 
-    IF EXISTS (SELECT 1 FROM statebus.settings s WHERE s.name = 'history_documents' AND s.value = 'on') THEN
+    IF EXISTS (SELECT 1 FROM statebus.settings s
+               WHERE s.name = 'history_documents'
+                 AND s.value = 'on') THEN
         PERFORM statebus.keep_documents(users);
     END IF;
 END $$;

@@ -29,7 +29,7 @@ END $$;
 -- row of each user's current version holds the document as of this statement. Every later statement of the same
 -- transaction that touches the user writes it again, so at commit it is the committed state.
 CREATE OR REPLACE FUNCTION statebus.keep_documents(users text[]) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog SET TimeZone = 'UTC' AS $$
+LANGUAGE sql SET search_path = pg_catalog SET TimeZone = 'UTC' AS $$
     UPDATE statebus.history h SET state = b.state
     FROM statebus.build_states(users) b
     JOIN statebus.versions v ON v.user_id = b.user_id

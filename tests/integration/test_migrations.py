@@ -78,7 +78,12 @@ async def test_schema_is_what_the_code_expects(conn: asyncpg.Connection) -> None
         " WHERE i.indisprimary AND c.relnamespace = 'public'::regnamespace GROUP BY c.relname"
     )
     assert {r["relname"]: list(r["cols"]) for r in keys} == EXPECTED_KEYS
-    for function in ("track(regclass,name,text,name)", "untrack(regclass)", "flush()"):
+    for function in (
+        "track(regclass,name,text,name)",
+        "untrack(regclass)",
+        "bump(text[])",
+        "envelopes(text[])",
+    ):
         assert await conn.fetchval("SELECT to_regprocedure($1)", f"statebus.{function}")
     triggers = await conn.fetchval(
         "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'statebus_capture%' AND NOT tgisinternal"
@@ -98,7 +103,7 @@ async def test_demo_seed_is_idempotent(conn: asyncpg.Connection) -> None:
     await migrate(conn, demo=True)
     await migrate(conn, demo=True)
     row = await conn.fetchrow(
-        "SELECT version, state->'plan'->>'code' AS plan FROM statebus.versions"
-        " WHERE user_id = 'user_2zRnraoVNDAegfHnci1xUMWybwz'"
+        "SELECT version, state->'plan'->>'code' AS plan"
+        " FROM statebus.envelopes(ARRAY['user_2zRnraoVNDAegfHnci1xUMWybwz'])"
     )
     assert row is not None and (row["version"], row["plan"]) == (1, "glow_up")
