@@ -13,8 +13,8 @@ import pytest
 
 from statebus.client import Session, SessionClosed
 from statebus.messages import Current, Snapshot
+from statebus.testing.server import RunningServer, settings_for_tests
 from tests.helpers import add_user, seed_plans, wait_for
-from tests.server import RunningServer, settings_for_tests
 
 pytestmark = pytest.mark.asyncio
 
