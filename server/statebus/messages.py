@@ -14,7 +14,7 @@ JSON = Any  # a decoded JSON value; the state document is open-ended by design
 
 
 class Envelope(msgspec.Struct, frozen=True):
-    """The state document every read and every push carries (contract section 4)."""
+    """The state document every read and every push carries (docs/protocol.md)."""
 
     user_id: str
     version: int
