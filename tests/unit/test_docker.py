@@ -116,6 +116,11 @@ def test_statebus_is_built_from_the_dockerfile_and_waits_for_healthy_postgres() 
     assert statebus["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
+def test_statebus_gets_time_to_shut_down_gracefully() -> None:
+    grace = str(service("statebus")["stop_grace_period"])
+    assert grace.endswith("s") and int(grace[:-1]) >= 20
+
+
 def test_statebus_publishes_the_port_it_serves_on() -> None:
     ports = service("statebus")["ports"]
     assert len(ports) == 1
