@@ -20,7 +20,7 @@ from harness import demo_database, ms
 
 from statebus.client import Session
 from statebus.serve import DEMO_USER
-from tests.server import RunningServer, settings_for_tests
+from statebus.testing.server import RunningServer, settings_for_tests
 
 
 async def baseline(dsn: str, n: int) -> list[float]:

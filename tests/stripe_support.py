@@ -13,10 +13,10 @@ import asyncpg
 import httpx
 
 from statebus.config import Settings
+from statebus.testing.server import settings_for_tests
 from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
 from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.helpers import seed_plans
-from tests.server import settings_for_tests
 
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"

@@ -1,4 +1,4 @@
-"""The `statebus` command line (contract section 8)."""
+"""The `statebus` command line (every command is described in docs/configuration.md)."""
 
 from __future__ import annotations
 

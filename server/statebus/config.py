@@ -1,4 +1,4 @@
-"""Settings from the environment (contract section 2), read once at start-up."""
+"""Settings from the environment (docs/configuration.md), read once at start-up."""
 
 from __future__ import annotations
 

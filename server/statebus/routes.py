@@ -1,4 +1,4 @@
-"""HTTP routes (contract section 5): health, readiness, metrics, state, static files."""
+"""HTTP routes (docs/protocol.md): health, readiness, metrics, state, static files."""
 
 from __future__ import annotations
 

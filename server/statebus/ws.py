@@ -1,4 +1,4 @@
-"""WebSocket `/v1/ws` (contract section 6): auth, then snapshots in version order.
+"""WebSocket `/v1/ws` (docs/protocol.md): auth, then snapshots in version order.
 
 Subscribing happens *before* reading the current version, and the hub keeps only
 strictly newer versions, so a write committing while a client connects is never missed

@@ -1,4 +1,4 @@
--- The app's subscription tables (schema public, contract section 3) and statebus's
+-- The app's subscription tables (schema public, docs/protocol.md) and statebus's
 -- own bookkeeping (schema statebus). Functions and triggers live in sql/triggers/ and
 -- are re-applied by every `statebus migrate`, so this file only holds data.
 

@@ -17,7 +17,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
-from tests.server import RunningServer
+from statebus.testing.server import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 STATIC = Path(__file__).resolve().parents[2] / "server" / "statebus" / "static"

@@ -11,7 +11,7 @@ import asyncpg
 import jwt
 import pytest
 
-from tests.server import SECRET, RunningServer
+from statebus.testing.server import SECRET, RunningServer
 
 pytestmark = pytest.mark.asyncio
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from statebus.embedded import EmbeddedPostgres
+from statebus.testing.server import free_port
 from tests.helpers import wait_for
-from tests.server import free_port
 
 pytestmark = pytest.mark.asyncio
 

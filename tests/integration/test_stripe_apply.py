@@ -12,10 +12,10 @@ import asyncpg
 import httpx
 import pytest
 
+from statebus.testing.server import RunningServer
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_signing import make_event
 from tests.helpers import version_of, wait_for
-from tests.server import RunningServer
 from tests.stripe_support import (
     GLOW,
     VIRAL,

@@ -10,9 +10,9 @@ import pytest
 
 from statebus.client import Session
 from statebus.messages import Snapshot
+from statebus.testing.server import RunningServer
 from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import version_of, wait_for
-from tests.server import RunningServer
 from tests.stripe_support import (
     GLOW,
     VIRAL,
@@ -78,8 +78,13 @@ async def test_upgrade_changes_stripe_and_the_database_and_its_webhook_adds_noth
 
     await wait_for(applied, timeout=15, what="the upgrade's webhook applied")
     assert await version_of(conn, USER) == before + 1  # exactly one version for the upgrade
-    with pytest.raises(TimeoutError):
-        await socket.recv(timeout=0.5)  # and nothing more was pushed
+    # And nothing more was pushed: a later write (a marker) must be the socket's next
+    # message; a push caused by the webhook would have been queued before it.
+    await conn.execute("UPDATE user_subscriptions SET status = 'past_due' WHERE user_id = $1", USER)
+    marker = await socket.recv()
+    assert isinstance(marker, Snapshot)
+    assert marker.version == before + 2
+    assert marker.state["subscription"]["status"] == "past_due"
     await socket.close()
 
 

@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
+from statebus.testing.server import RunningServer
 from tests.fakes.stripe_api import FakeStripe
 from tests.fakes.stripe_signing import make_event, sign_payload
-from tests.server import RunningServer
 from tests.stripe_support import (
     OLD_SECRET,
     SECRET,

@@ -428,7 +428,35 @@ def test_bad_configuration_is_refused_up_front(call: Callable[[], object]) -> No
         call()
 
 
-async def test_verifier_owns_and_closes_its_own_client() -> None:
+async def test_verifier_owns_and_closes_its_own_client(
+    idp: FakeIdp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[httpx.AsyncClient] = []
+    real = httpx.AsyncClient
+
+    def recording(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
+        # Whatever client the verifier makes, routed to the fake provider and kept.
+        client = real(*args, **kwargs, transport=httpx.MockTransport(idp.handler))
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(httpx, "AsyncClient", recording)
     settings = AuthSettings(secret=None, jwks_url=JWKS_URL, audience=None, issuer=None)
+    token = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
     async with TokenVerifier(settings) as verifier:
-        assert verifier.jwks is not None
+        assert (await verifier.verify(token)).user_id == USER
+        assert len(made) == 1 and not made[0].is_closed
+    assert idp.requests == 1  # the keys came through the client it made
+    assert made[0].is_closed
+
+
+async def test_verifier_leaves_a_client_it_was_given_open(
+    http: httpx.AsyncClient, idp: FakeIdp
+) -> None:
+    settings = AuthSettings(secret=None, jwks_url=JWKS_URL, audience=None, issuer=None)
+    token = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
+    async with TokenVerifier(settings, http=http) as verifier:
+        assert (await verifier.verify(token)).user_id == USER
+    assert idp.requests == 1
+    assert not http.is_closed
+    assert (await http.get(JWKS_URL)).status_code == 200  # its owner can still use it

@@ -1,4 +1,4 @@
-// statebus.js: the browser client for statebus (contract sections 6 and 9).
+// statebus.js: the browser client for statebus (docs/protocol.md; types in /statebus.d.ts).
 //
 //   import { connect } from "/statebus.js";
 //   const store = connect({ url: "/v1/ws", getToken: async () => token });

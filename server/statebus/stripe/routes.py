@@ -1,4 +1,4 @@
-"""Stripe's HTTP routes (contract section 5)."""
+"""Stripe's HTTP routes (docs/protocol.md)."""
 
 from __future__ import annotations
 

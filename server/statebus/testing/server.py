@@ -1,7 +1,9 @@
 """A real uvicorn running the real app on a free port, in a thread with its own loop.
 
-Starlette's TestClient would run the app on another event loop anyway; a real server
-also gives real sockets, real close codes and a real restart.
+Used by statebus's tests, its benchmarks and scripts, and available to apps that test
+against statebus. Starlette's TestClient would run the app on another event loop anyway
+(so an asyncpg pool made in a test could not be used in it); a real server also gives
+real sockets, real close codes and a real restart. Never used by `statebus serve`.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from statebus.auth import issue_token
 from statebus.config import Settings
 from statebus.serve import uvicorn_config
 
+# The HS256 secret of settings_for_tests(); RunningServer.token() signs with it.
 SECRET = "test-secret-" + "x" * 40
 
 
 def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def settings_for_tests(home: Path, **changes: object) -> Settings:
+    """Development settings with a known secret, no Stripe, `changes` applied on top."""
     base = Settings(
         database_url=None,
         home=home,
