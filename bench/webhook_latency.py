@@ -23,8 +23,7 @@ from harness import demo_database, ms
 
 from statebus.client import Session
 from statebus.serve import DEMO_USER
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
+from statebus.testing.fake_stripe import FakeStripe, make_event, sign_payload
 from tests.server import RunningServer
 from tests.stripe_support import stripe_settings
 

@@ -1,4 +1,4 @@
-"""Runs the test suite's fake Stripe API with the demo's prices and subscription.
+"""Runs the fake Stripe API (statebus.testing) with the demo's prices and subscription.
 
     python scripts/fake_stripe.py            # prints the environment to export, then serves
 
@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
+from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe
 
 
 def main() -> int:

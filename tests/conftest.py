@@ -6,7 +6,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.fakes.stripe_api import FakeStripe
+from statebus.testing.fake_stripe import FakeStripe
 from tests.pg import PgServer, running_server
 from tests.server import RunningServer, settings_for_tests
 from tests.stripe_support import stripe_settings

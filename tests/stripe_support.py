@@ -13,8 +13,7 @@ import asyncpg
 import httpx
 
 from statebus.config import Settings
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
+from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
 from tests.helpers import seed_plans
 from tests.server import settings_for_tests
 

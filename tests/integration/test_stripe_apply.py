@@ -12,8 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event
+from statebus.testing.fake_stripe import FakeStripe, make_event
 from tests.helpers import version_of, wait_for
 from tests.server import RunningServer
 from tests.stripe_support import (

@@ -11,7 +11,7 @@ import pytest
 
 from statebus.config import Settings
 from statebus.stripe.reconcile import run_reconcile
-from tests.fakes.stripe_api import FakeStripe
+from statebus.testing.fake_stripe import FakeStripe
 from tests.helpers import version_of
 from tests.stripe_support import (
     GLOW,

@@ -10,7 +10,7 @@ import pytest
 
 from statebus.client import Session
 from statebus.messages import Snapshot
-from tests.fakes.stripe_api import FakeStripe
+from statebus.testing.fake_stripe import FakeStripe
 from tests.helpers import version_of, wait_for
 from tests.server import RunningServer
 from tests.stripe_support import (

@@ -11,8 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
+from statebus.testing.fake_stripe import FakeStripe, make_event, sign_payload
 from tests.server import RunningServer
 from tests.stripe_support import (
     OLD_SECRET,

@@ -11,9 +11,8 @@ import pytest
 import stripe
 from stripe.params import SubscriptionUpdateParams
 
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
-from tests.fakes.stripe_state import parse_form
+from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
+from statebus.testing.fake_stripe.state import parse_form
 
 SECRET = "whsec_test"
 

@@ -2,7 +2,7 @@
 
 Each handler takes the state (lock already held), the id from the path ("" for
 collection routes) and the decoded parameters, and returns a Stripe-shaped object or
-raises ``StripeError``. Tests only.
+raises ``StripeError``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakes.stripe_state import (
+from statebus.testing.fake_stripe.state import (
     ENDED_STATUSES,
     JSON,
     StripeError,

@@ -4,7 +4,7 @@ The real ``stripe`` library talks to it through a base URL, so tests exercise th
 form encoding, headers, retries, idempotency keys and error mapping as production;
 nothing mocks the library. It covers the subscription, customer and price calls statebus
 makes (see ``stripe_routes``) plus failure injection: error statuses, latency, dropped
-connections. Tests only; server code must never import it.
+connections. Server code never imports it.
 
     with FakeStripe() as fake:
         fake.add_subscription(customer="cus_1", price="price_a", sub_id="sub_1")
@@ -29,8 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
-from tests.fakes.stripe_routes import ROUTES
-from tests.fakes.stripe_state import JSON, StripeError, StripeState, new_id, parse_form
+from statebus.testing.fake_stripe.routes import ROUTES
+from statebus.testing.fake_stripe.state import JSON, StripeError, StripeState, new_id, parse_form
 
 TEST_API_KEY = "sk_test_fake"
 

@@ -1,8 +1,8 @@
-"""In-memory Stripe objects behind the fake Stripe API server (tests only).
+"""In-memory Stripe objects behind the fake Stripe API server.
 
 Holds prices, customers and subscriptions as plain dicts shaped like Stripe's JSON, and the
 operations both the HTTP routes and tests use on them. It knows nothing about HTTP; the
-caller holds ``StripeState.lock`` around every call. Server code must never import this.
+caller holds ``StripeState.lock`` around every call.
 """
 
 from __future__ import annotations
