@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,27 +96,13 @@ def upgrade_idempotency_key(user_id: str, sub_id: str, current: str, target: str
     return "statebus-upgrade-" + hashlib.sha256(text.encode()).hexdigest()[:48]
 
 
-class _HTTPXClient(stripe.HTTPXClient):
-    """stripe 16 hands httpx the form body as `data=<str>`, which httpx 0.28 deprecates
-    (one DeprecationWarning per POST); send the same bytes as `content=` instead."""
-
-    def _get_request_args_kwargs(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
-    ) -> list[Any]:
-        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
-        body = kwargs.pop("data", None)
-        if body:
-            kwargs["content"] = body
-        return [args, kwargs]
-
-
 class StripeGateway:
     """The Stripe API as statebus uses it; one per process, closed with aclose()."""
 
     def __init__(self, settings: Settings, *, timeout: float = 20.0, retries: int = 2) -> None:
         if not settings.stripe_api_key:
             raise StripeNotConfigured("STRIPE_API_KEY is not set")
-        self._http = _HTTPXClient(timeout=timeout)
+        self._http = stripe.HTTPXClient(timeout=timeout)
         base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
         self._client = stripe.StripeClient(
             settings.stripe_api_key,

@@ -16,25 +16,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import sqlfiles
-from statebus.messages import upgrade_decoder
-from statebus.routes import HTTPError, authenticate, json_response
+from statebus.http import HTTPError, authenticate, json_response, read_body
 from statebus.runtime import runtime
 from statebus.states import read_state
 from statebus.stripe import store
 from statebus.stripe.client import StripeGateway, redact, upgrade_idempotency_key
-from statebus.stripe.webhook import read_body
+from statebus.stripe.messages import plan_decoder
 
 log = logging.getLogger("statebus.stripe")
 
-GATEWAY_KEY = "stripe_gateway"
 MAX_BODY_BYTES = 16 * 1024
 
 
 def gateway_of(request: Request) -> StripeGateway:
-    gateway = runtime(request).extras.get(GATEWAY_KEY)
-    if not isinstance(gateway, StripeGateway):
-        raise HTTPError(503, "stripe_not_configured", "STRIPE_API_KEY is not set")
-    return gateway
+    service = runtime(request).stripe
+    if service is None:
+        raise HTTPError(503, "stripe_not_configured", "Stripe is not configured on this server")
+    return service.gateway
 
 
 async def upgrade(request: Request) -> Response:
@@ -43,7 +41,7 @@ async def upgrade(request: Request) -> Response:
     principal = await authenticate(request)
     user_id = principal.user_id
     try:
-        wanted = upgrade_decoder.decode(await read_body(request, MAX_BODY_BYTES))
+        wanted = plan_decoder.decode(await read_body(request, MAX_BODY_BYTES))
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "bad_request", f'send {{"plan": "<code>"}}: {exc}') from None
     q = sqlfiles.queries()
