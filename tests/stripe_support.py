@@ -85,8 +85,8 @@ async def event_status(conn: asyncpg.Connection, event_id: str) -> str | None:
 
 async def subscription_row(conn: asyncpg.Connection, user_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        "SELECT plan, status, stripe_subscription_id, current_period_end, cancel_at_period_end"
-        " FROM user_subscriptions WHERE user_id = $1",
+        "SELECT plan, status, stripe_subscription_id, current_period_end, cancel_at_period_end,"
+        " cancel_at FROM user_subscriptions WHERE user_id = $1",
         user_id,
     )
     return None if row is None else dict(row)

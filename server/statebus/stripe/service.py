@@ -24,7 +24,7 @@ async def start(rt: Runtime) -> None:
     if not rt.settings.stripe_api_key:
         return
     gateway = StripeGateway(rt.settings)
-    worker = InboxWorker(rt.dsn, rt.pool, gateway)
+    worker = InboxWorker(rt.dsn, rt.pool, gateway, connect=rt.settings.stripe_connect)
     rt.stripe = StripeService(gateway, worker)
     worker.start()
 

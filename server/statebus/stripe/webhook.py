@@ -66,7 +66,7 @@ async def stripe_webhook(request: Request) -> Response:
             sqlfiles.queries()["stripe_inbox_insert"],
             event.id,
             event.type,
-            event.created,
+            event.created_unix,
             body.decode("utf-8"),
             customer_of(event),
         )

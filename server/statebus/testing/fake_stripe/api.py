@@ -30,7 +30,9 @@ from urllib.parse import parse_qsl, urlsplit
 import stripe
 
 from statebus.testing.fake_stripe.routes import ROUTES
+from statebus.testing.fake_stripe.sessions import complete_checkout, page
 from statebus.testing.fake_stripe.state import JSON, StripeError, StripeState, new_id, parse_form
+from statebus.testing.fake_stripe.webhooks import WebhookSender, new_webhook_secret
 
 TEST_API_KEY = "sk_test_fake"
 
@@ -78,8 +80,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class FakeStripe:
     """Fake Stripe API server plus thread-safe direct access to its objects."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, webhook_url: str | None = None, webhook_secret: str | None = None
+    ) -> None:
         self.state = StripeState()
+        # With a webhook URL, every change is sent there as a signed event (see webhooks.py).
+        self.webhooks = (
+            WebhookSender(webhook_url, webhook_secret or new_webhook_secret())
+            if webhook_url
+            else None
+        )
         self.url = ""
         self.requests: list[RequestLog] = []
         self.params_log: list[dict[str, str]] = []  # flat form fields, aligned with ``requests``
@@ -104,6 +114,9 @@ class FakeStripe:
         )
         self._thread.start()
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.state.base_url = self.url
+        if self.webhooks is not None:
+            self.webhooks.start()
         return self.url
 
     def stop(self) -> None:
@@ -112,6 +125,16 @@ class FakeStripe:
             self._server.server_close()
             self._thread.join()
         self._server = self._thread = None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+
+    def _flush_events(self) -> None:
+        """Hands the changes made under the lock to the webhook sender (or drops them)."""
+        with self._lock:
+            events, self.state.outbox = self.state.outbox, []
+        if self.webhooks is not None:
+            for event_type, obj in events:
+                self.webhooks.send(event_type, obj)
 
     def __enter__(self) -> FakeStripe:
         self.start()
@@ -160,15 +183,18 @@ class FakeStripe:
         metadata: dict[str, str] | None = None,
         current_period_end: int | None = None,
         cancel_at_period_end: bool = False,
+        **more: Any,
     ) -> JSON:
         """Create a subscription as if made in the dashboard; an unknown customer or price
-        is created on the fly."""
+        is created on the fly. ``more``: ``addons``, ``addons_first``, ``billing_mode``,
+        ``livemode`` (see StripeState.add_subscription)."""
         with self._lock:
             if customer not in self.state.customers:
                 self.state.add_customer(customer)
-            if price not in self.state.prices:
-                self.state.add_price(price)
-            return self.state.add_subscription(
+            for needed in (price, *more.get("addons", ())):
+                if needed not in self.state.prices:
+                    self.state.add_price(needed)
+            sub = self.state.add_subscription(
                 customer=customer,
                 price=price,
                 status=status,
@@ -176,7 +202,10 @@ class FakeStripe:
                 metadata=metadata,
                 current_period_end=current_period_end,
                 cancel_at_period_end=cancel_at_period_end,
+                **more,
             )
+        self._flush_events()
+        return sub
 
     def set_subscription(self, sub_id: str, **changes: Any) -> JSON:
         """Change top-level fields, ``price`` or ``metadata`` (replaced); bumps the revision."""
@@ -184,7 +213,28 @@ class FakeStripe:
             price = changes.get("price")
             if price is not None and price not in self.state.prices:
                 self.state.add_price(price)
-            return self.state.change_subscription(sub_id, **changes)
+            sub = self.state.change_subscription(sub_id, **changes)
+        self._flush_events()
+        return sub
+
+    def complete_checkout(self, session_id: str) -> JSON:
+        """What the customer paying on the checkout page does."""
+        with self._lock:
+            session = complete_checkout(self.state, session_id)
+        self._flush_events()
+        return session
+
+    def put_subscription(self, sub: JSON, *, plan_item: str | None = None) -> JSON:
+        """Store a subscription object exactly as given (say, a fixture of Stripe's shape);
+        its customer and prices are created when unknown."""
+        with self._lock:
+            if sub["customer"] not in self.state.customers:
+                self.state.add_customer(sub["customer"])
+            for item in sub["items"]["data"]:
+                if item["price"]["id"] not in self.state.prices:
+                    self.state.add_price(item["price"]["id"])
+            self.state.put_subscription(sub, plan_item)
+            return self.state.subscription(sub["id"])
 
     def get_subscription(self, sub_id: str) -> JSON:
         with self._lock:
@@ -229,12 +279,16 @@ class FakeStripe:
             self.params_log.append(dict(parse_qsl(form, keep_blank_values=True)))
             latency = self._latency
         time.sleep(latency)
+        if not split.path.startswith("/v1/"):
+            self._serve_page(handler, split.path)
+            return
         with self._lock:
             answer = (
                 None
                 if self._unreachable
                 else self._answer(handler.command, split.path, headers, form)
             )
+        self._flush_events()
         if answer is None:
             handler.close_connection = True
             with contextlib.suppress(OSError):
@@ -248,6 +302,22 @@ class FakeStripe:
             "Content-Length": str(len(data)),
             "Request-Id": new_id("req"),
             **extra_headers,
+        }.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _serve_page(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        with self._lock:
+            found = page(self.state, handler.command, path)
+        self._flush_events()
+        status, text, extra = found or (404, "not found", {})
+        data = text.encode()
+        handler.send_response(status)
+        for name, value in {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(data)),
+            **extra,
         }.items():
             handler.send_header(name, value)
         handler.end_headers()
