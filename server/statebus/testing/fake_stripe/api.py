@@ -85,11 +85,9 @@ class FakeStripe:
     ) -> None:
         self.state = StripeState()
         # With a webhook URL, every change is sent there as a signed event (see webhooks.py).
-        self.webhooks = (
-            WebhookSender(webhook_url, webhook_secret or new_webhook_secret())
-            if webhook_url
-            else None
-        )
+        self.webhooks: WebhookSender | None = None
+        if webhook_url:
+            self.webhooks = WebhookSender(webhook_url, webhook_secret or new_webhook_secret())
         self.url = ""
         self.requests: list[RequestLog] = []
         self.params_log: list[dict[str, str]] = []  # flat form fields, aligned with ``requests``
@@ -104,9 +102,9 @@ class FakeStripe:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> str:
-        """Serve on a free port of 127.0.0.1; returns the base URL."""
-        server = _Server(("127.0.0.1", 0), _RequestHandler)
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (a free port unless given); returns the base URL."""
+        server = _Server(("127.0.0.1", port), _RequestHandler)
         server.fake = self
         self._server = server
         self._thread = threading.Thread(
@@ -127,6 +125,14 @@ class FakeStripe:
         self._server = self._thread = None
         if self.webhooks is not None:
             self.webhooks.stop()
+
+    def send_webhooks(self, url: str, secret: str | None = None) -> WebhookSender:
+        """From now on, post every change to `url` as a signed event (after seeding, say)."""
+        self._flush_events()  # changes made before are not sent
+        self.webhooks = WebhookSender(url, secret or new_webhook_secret())
+        if self._server is not None:
+            self.webhooks.start()
+        return self.webhooks
 
     def _flush_events(self) -> None:
         """Hands the changes made under the lock to the webhook sender (or drops them)."""
