@@ -12,7 +12,7 @@ import stripe
 from stripe.params import SubscriptionUpdateParams
 
 from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
-from statebus.testing.fake_stripe.state import parse_form
+from statebus.testing.fake_stripe.wire import parse_form
 
 SECRET = "whsec_test"
 

@@ -10,29 +10,28 @@ connections. Server code never imports it.
         fake.add_subscription(customer="cus_1", price="price_a", sub_id="sub_1")
         fake.client().v1.subscriptions.retrieve("sub_1")
 
-Responses close the connection (HTTP/1.0), so no client keeps sockets open to a stopped fake.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
+from statebus.testing.fake_stripe.dashboard import Dashboard
+from statebus.testing.fake_stripe.httpserver import LoopbackServer, drop, reply
 from statebus.testing.fake_stripe.routes import ROUTES
-from statebus.testing.fake_stripe.sessions import complete_checkout, page
-from statebus.testing.fake_stripe.state import JSON, StripeError, StripeState, new_id, parse_form
+from statebus.testing.fake_stripe.sessions import page
+from statebus.testing.fake_stripe.state import StripeState
 from statebus.testing.fake_stripe.webhooks import WebhookSender, new_webhook_secret
+from statebus.testing.fake_stripe.wire import JSON, StripeError, new_id, parse_form
 
 TEST_API_KEY = "sk_test_fake"
 
@@ -54,30 +53,7 @@ def _error_for(status: int) -> StripeError:
     return StripeError(status, "Injected failure")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeStripe
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can stall offline.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up (timeout) is not the fake's problem
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    def _serve(self) -> None:
-        cast(_Server, self.server).fake._serve(self)
-
-    do_GET = do_POST = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class FakeStripe:
+class FakeStripe(Dashboard):
     """Fake Stripe API server plus thread-safe direct access to its objects."""
 
     def __init__(
@@ -97,15 +73,14 @@ class FakeStripe:
         self._unreachable = False
         # (Authorization, Idempotency-Key) -> (request fingerprint, status, body)
         self._idempotent: dict[tuple[str, str], tuple[object, int, JSON]] = {}
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self, port: int = 0) -> str:
         """Serve on 127.0.0.1 (a free port unless given); returns the base URL."""
-        server = _Server(("127.0.0.1", port), _RequestHandler)
-        server.fake = self
+        server = LoopbackServer(port, self._serve)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -163,94 +138,6 @@ class FakeStripe:
             **kwargs,
         )
 
-    # -- direct state access (as if done in the dashboard) --------------------------------
-
-    def add_price(self, price_id: str, *, product: str = "prod_x", unit_amount: int = 1000) -> JSON:
-        with self._lock:
-            return self.state.add_price(price_id, product=product, unit_amount=unit_amount)
-
-    def add_customer(
-        self,
-        customer_id: str | None = None,
-        *,
-        email: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> JSON:
-        with self._lock:
-            return self.state.add_customer(customer_id, email=email, metadata=metadata)
-
-    def add_subscription(
-        self,
-        *,
-        customer: str,
-        price: str,
-        status: str = "active",
-        sub_id: str | None = None,
-        metadata: dict[str, str] | None = None,
-        current_period_end: int | None = None,
-        cancel_at_period_end: bool = False,
-        **more: Any,
-    ) -> JSON:
-        """Create a subscription as if made in the dashboard; an unknown customer or price
-        is created on the fly. ``more``: ``addons``, ``addons_first``, ``billing_mode``,
-        ``livemode`` (see StripeState.add_subscription)."""
-        with self._lock:
-            if customer not in self.state.customers:
-                self.state.add_customer(customer)
-            for needed in (price, *more.get("addons", ())):
-                if needed not in self.state.prices:
-                    self.state.add_price(needed)
-            sub = self.state.add_subscription(
-                customer=customer,
-                price=price,
-                status=status,
-                sub_id=sub_id,
-                metadata=metadata,
-                current_period_end=current_period_end,
-                cancel_at_period_end=cancel_at_period_end,
-                **more,
-            )
-        self._flush_events()
-        return sub
-
-    def set_subscription(self, sub_id: str, **changes: Any) -> JSON:
-        """Change top-level fields, ``price`` or ``metadata`` (replaced); bumps the revision."""
-        with self._lock:
-            price = changes.get("price")
-            if price is not None and price not in self.state.prices:
-                self.state.add_price(price)
-            sub = self.state.change_subscription(sub_id, **changes)
-        self._flush_events()
-        return sub
-
-    def complete_checkout(self, session_id: str) -> JSON:
-        """What the customer paying on the checkout page does."""
-        with self._lock:
-            session = complete_checkout(self.state, session_id)
-        self._flush_events()
-        return session
-
-    def put_subscription(self, sub: JSON, *, plan_item: str | None = None) -> JSON:
-        """Store a subscription object exactly as given (say, a fixture of Stripe's shape);
-        its customer and prices are created when unknown."""
-        with self._lock:
-            if sub["customer"] not in self.state.customers:
-                self.state.add_customer(sub["customer"])
-            for item in sub["items"]["data"]:
-                if item["price"]["id"] not in self.state.prices:
-                    self.state.add_price(item["price"]["id"])
-            self.state.put_subscription(sub, plan_item)
-            return self.state.subscription(sub["id"])
-
-    def get_subscription(self, sub_id: str) -> JSON:
-        with self._lock:
-            return self.state.subscription(sub_id)
-
-    def revision(self, sub_id: str) -> int:
-        """Starts at 1 and grows with every change, through HTTP or ``set_subscription``."""
-        with self._lock:
-            return self.state.revisions[sub_id]
-
     # -- failure injection -----------------------------------------------------------------
 
     def fail_next(self, n: int = 1, *, status: int = 500, path_prefix: str = "/v1/") -> None:
@@ -296,38 +183,18 @@ class FakeStripe:
             )
         self._flush_events()
         if answer is None:
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
+            drop(handler)
             return
         status, payload, extra_headers = answer
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        for name, value in {
-            "Content-Type": "application/json",
-            "Content-Length": str(len(data)),
-            "Request-Id": new_id("req"),
-            **extra_headers,
-        }.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        extra_headers["Request-Id"] = new_id("req")
+        reply(handler, status, json.dumps(payload).encode(), "application/json", extra_headers)
 
     def _serve_page(self, handler: BaseHTTPRequestHandler, path: str) -> None:
         with self._lock:
             found = page(self.state, handler.command, path)
         self._flush_events()
         status, text, extra = found or (404, "not found", {})
-        data = text.encode()
-        handler.send_response(status)
-        for name, value in {
-            "Content-Type": "text/html; charset=utf-8",
-            "Content-Length": str(len(data)),
-            **extra,
-        }.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        reply(handler, status, text.encode(), "text/html; charset=utf-8", extra)
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str], form: str

@@ -12,13 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from statebus.testing.fake_stripe.sessions import session_routes
-from statebus.testing.fake_stripe.state import (
-    ENDED_STATUSES,
-    JSON,
-    StripeError,
-    StripeState,
-    merge_metadata,
-)
+from statebus.testing.fake_stripe.state import ENDED_STATUSES, StripeState
+from statebus.testing.fake_stripe.wire import JSON, StripeError, merge_metadata
 
 Handler = Callable[[StripeState, str, JSON], JSON]
 

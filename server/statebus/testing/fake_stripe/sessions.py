@@ -13,15 +13,8 @@ import html
 import time
 from typing import Any
 
-from statebus.testing.fake_stripe.state import (
-    ENDED_STATUSES,
-    JSON,
-    StripeError,
-    StripeState,
-    merge_metadata,
-    missing,
-    new_id,
-)
+from statebus.testing.fake_stripe.state import ENDED_STATUSES, StripeState
+from statebus.testing.fake_stripe.wire import JSON, StripeError, merge_metadata, missing, new_id
 
 _MODES = {"payment", "setup", "subscription"}
 

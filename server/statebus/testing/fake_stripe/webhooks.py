@@ -18,7 +18,7 @@ import urllib.request
 
 from statebus import backoff
 from statebus.testing.fake_stripe.signing import make_event, sign_payload
-from statebus.testing.fake_stripe.state import JSON
+from statebus.testing.fake_stripe.wire import JSON
 
 ATTEMPTS = 5
 
