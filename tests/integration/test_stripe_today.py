@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -344,3 +345,24 @@ async def test_the_cli_lists_failed_events_with_their_error_and_requeues_one(
     assert out.getvalue() == "e_1: re-queued\n"
     await settled(conn, "e_1", "failed")  # still gone in Stripe: fails again, once
     assert await _run(dsn, False, "evt_unknown", io.StringIO()) == 1
+
+
+async def test_with_connect_configured_the_account_is_sent_to_stripe(
+    dsn: str, tmp_path: Path, conn: asyncpg.Connection, fake: FakeStripe
+) -> None:
+    from tests.stripe_support import stripe_settings
+
+    await seed(conn, fake)
+    await add_customer_user(conn, USER, "cus_1")
+    fake.add_subscription(customer="cus_1", price=GLOW, sub_id="sub_1")
+    connect = fixture("event_connect", customer="cus_1", sub="sub_1")
+    server = RunningServer(stripe_settings(tmp_path, fake, stripe_connect=True), dsn).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+            await deliver(http, json.dumps(connect).encode())
+            await settled(conn, connect["id"])
+    finally:
+        server.stop()
+
+    reads = [h for _, path, h in fake.requests if path == "/v1/subscriptions/sub_1"]
+    assert reads and {h.get("stripe-account") for h in reads} == {connect["account"]}

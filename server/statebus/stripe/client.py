@@ -73,9 +73,11 @@ class StripeGateway:
             await self._client.v1.subscriptions.retrieve_async(sub_id, None, options)  # type: ignore[arg-type]
         )
 
-    async def subscription_or_none(self, sub_id: str) -> SubscriptionFacts | None:
+    async def subscription_or_none(
+        self, sub_id: str, account: str | None = None
+    ) -> SubscriptionFacts | None:
         try:
-            return await self.subscription(sub_id)
+            return await self.subscription(sub_id, account)
         except stripe.InvalidRequestError as exc:
             if is_missing(exc):
                 return None

@@ -17,6 +17,7 @@ import msgspec
 from statebus import sqlfiles
 from statebus.stripe import store
 from statebus.stripe.client import StripeGateway
+from statebus.stripe.facts import SubscriptionFacts
 
 SUBSCRIPTION_EVENTS = frozenset(
     {
@@ -169,7 +170,11 @@ async def sync_subscription(
         customer = (await gateway.subscription(sub_id, account)).customer
     await store.lock(conn, sub_id, customer)
     facts = await gateway.subscription(sub_id, account)  # Stripe's truth, read under the locks
-    result = await store.write_subscription(conn, facts, source, gateway.subscription_or_none)
+
+    async def fetch(other: str) -> SubscriptionFacts | None:
+        return await gateway.subscription_or_none(other, account)
+
+    result = await store.write_subscription(conn, facts, source, fetch)
     if result.outcome == "unmatched":
         return Outcome("unmatched", result.detail)
     if result.outcome in ("superseded", "no_plan"):
