@@ -23,9 +23,8 @@ from harness import demo_database, ms
 
 from statebus.client import Session
 from statebus.serve import DEMO_USER
+from statebus.testing.fake_stripe import FakeStripe, make_event, sign_payload
 from statebus.testing.server import RunningServer
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.stripe_support import stripe_settings
 
 WHSEC = "whsec_bench"

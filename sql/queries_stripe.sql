@@ -1,4 +1,4 @@
--- Queries of the Stripe side (server/stripe/): the webhook inbox and subscription writes.
+-- Queries of the Stripe side (statebus.stripe): the webhook inbox and subscription writes.
 
 -- name: stripe_inbox_insert
 -- Stores one event unless its id is already there; a row back means "new". The NOTIFY
@@ -18,30 +18,49 @@ UPDATE statebus.stripe_events e
 SET next_attempt_at = now() + make_interval(secs => $1), attempts = e.attempts + 1
 WHERE e.id = (
     SELECT id FROM statebus.stripe_events
-    WHERE status IN ('pending', 'failed', 'unmatched') AND next_attempt_at <= now()
+    WHERE status IN ('pending', 'retrying', 'unmatched') AND next_attempt_at <= now()
     ORDER BY next_attempt_at, created, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
 RETURNING e.id, e.type, e.payload::text AS payload, e.attempts;
 
 -- name: stripe_inbox_done
--- Outcome of one event: applied | ignored end it; unmatched waits $4 seconds (or a
--- checkout that links its customer) before the next try.
+-- Outcome of one attempt: applied | ignored | failed end it (failed: for good, see
+-- `statebus stripe-events`); retrying and unmatched are due again in $4 seconds, or
+-- never by time when $4 is NULL (an unmatched event then waits for its customer's link).
 UPDATE statebus.stripe_events
 SET status = $2, last_error = $3,
-    next_attempt_at = now() + make_interval(secs => $4),
+    next_attempt_at = CASE WHEN $4::float8 IS NULL THEN 'infinity'
+                           ELSE now() + make_interval(secs => $4::float8) END,
     applied_at = CASE WHEN $2 IN ('applied', 'ignored') THEN now() END
 WHERE id = $1;
 
--- name: stripe_inbox_failed
-UPDATE statebus.stripe_events
-SET status = 'failed', last_error = $2, next_attempt_at = now() + make_interval(secs => $3)
-WHERE id = $1;
+-- name: stripe_inbox_failed_count
+SELECT count(*) FROM statebus.stripe_events WHERE status = 'failed';
+
+-- name: stripe_inbox_stuck
+-- Events not done: failed for good, or still retrying / waiting for a user ($1: failed only).
+SELECT id, type, status, attempts, last_error, received_at, next_attempt_at
+FROM statebus.stripe_events
+WHERE status IN ('pending', 'retrying', 'unmatched', 'failed')
+  AND (NOT $1::bool OR status = 'failed')
+ORDER BY received_at, id
+LIMIT $2;
+
+-- name: stripe_inbox_requeue
+-- One event due now with a fresh attempt budget (after fixing what made it fail).
+WITH due AS (
+    UPDATE statebus.stripe_events
+    SET status = 'pending', attempts = 0, next_attempt_at = now(), applied_at = NULL
+    WHERE id = $1
+    RETURNING id
+)
+SELECT id, pg_notify('statebus_stripe_inbox', id) FROM due;
 
 -- name: stripe_inbox_requeue_customer
 -- A checkout linked this customer: its parked events are due now.
 WITH due AS (
-    UPDATE statebus.stripe_events SET status = 'pending', next_attempt_at = now()
+    UPDATE statebus.stripe_events SET status = 'pending', attempts = 0, next_attempt_at = now()
     WHERE customer_id = $1 AND status = 'unmatched'
     RETURNING id
 )
@@ -62,8 +81,8 @@ SELECT pg_advisory_xact_lock(hashtext('stripe_sub:' || $1));
 -- linking the customer, so a link never misses an event parked at the same moment.
 SELECT pg_advisory_xact_lock(hashtext('stripe_customer:' || $1));
 
--- name: stripe_plan_for_price
-SELECT code FROM public.plans WHERE stripe_price_id = $1;
+-- name: stripe_plans_for_prices
+SELECT code, stripe_price_id FROM public.plans WHERE stripe_price_id = ANY ($1::text[]);
 
 -- name: stripe_plan_price
 SELECT code, stripe_price_id FROM public.plans WHERE code = $1;
@@ -79,13 +98,13 @@ SELECT stripe_customer_id FROM public.user_billing WHERE user_id = $1;
 
 -- name: stripe_local_subscription
 SELECT user_id, plan, status, stripe_subscription_id, current_period_end,
-       cancel_at_period_end
+       cancel_at_period_end, cancel_at
 FROM public.user_subscriptions WHERE user_id = $1;
 
 -- name: stripe_local_subscriptions
 -- Every row that names a Stripe subscription (reconcile), or one user's row.
 SELECT user_id, plan, status, stripe_subscription_id, current_period_end,
-       cancel_at_period_end
+       cancel_at_period_end, cancel_at
 FROM public.user_subscriptions
 WHERE stripe_subscription_id IS NOT NULL AND ($1::text IS NULL OR user_id = $1)
 ORDER BY user_id;
@@ -102,21 +121,22 @@ WHERE b.stripe_customer_id IS DISTINCT FROM excluded.stripe_customer_id;
 -- no version). A row back means something was written.
 INSERT INTO public.user_subscriptions AS s (
     user_id, plan, status, stripe_subscription_id, current_period_end,
-    cancel_at_period_end, stripe_updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, now())
+    cancel_at_period_end, cancel_at, stripe_updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 ON CONFLICT (user_id) DO UPDATE SET
     plan = excluded.plan,
     status = excluded.status,
     stripe_subscription_id = excluded.stripe_subscription_id,
     current_period_end = excluded.current_period_end,
     cancel_at_period_end = excluded.cancel_at_period_end,
+    cancel_at = excluded.cancel_at,
     stripe_updated_at = excluded.stripe_updated_at,
     updated_at = now()
 WHERE (s.plan, s.status, s.stripe_subscription_id, s.current_period_end,
-       s.cancel_at_period_end)
+       s.cancel_at_period_end, s.cancel_at)
       IS DISTINCT FROM
       (excluded.plan, excluded.status, excluded.stripe_subscription_id,
-       excluded.current_period_end, excluded.cancel_at_period_end)
+       excluded.current_period_end, excluded.cancel_at_period_end, excluded.cancel_at)
 RETURNING s.user_id;
 
 -- name: stripe_user_version

@@ -6,8 +6,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer, settings_for_tests
-from tests.fakes.stripe_api import FakeStripe
 from tests.pg import PgServer, running_server
 from tests.stripe_support import stripe_settings
 

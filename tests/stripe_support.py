@@ -13,9 +13,8 @@ import asyncpg
 import httpx
 
 from statebus.config import Settings
+from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
 from statebus.testing.server import settings_for_tests
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.helpers import seed_plans
 
 SECRET = "whsec_test_current"
@@ -86,8 +85,8 @@ async def event_status(conn: asyncpg.Connection, event_id: str) -> str | None:
 
 async def subscription_row(conn: asyncpg.Connection, user_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        "SELECT plan, status, stripe_subscription_id, current_period_end, cancel_at_period_end"
-        " FROM user_subscriptions WHERE user_id = $1",
+        "SELECT plan, status, stripe_subscription_id, current_period_end, cancel_at_period_end,"
+        " cancel_at FROM user_subscriptions WHERE user_id = $1",
         user_id,
     )
     return None if row is None else dict(row)

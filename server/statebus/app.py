@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from statebus import config, routes
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
+from statebus.http import HTTPError, http_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
 from statebus.maintenance import prune_forever
@@ -46,9 +47,9 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
         listener = Listener(dsn, hub, pool)
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
-        from statebus.stripe import setup as stripe_setup
+        from statebus.stripe import service as stripe_service
 
-        await stripe_setup.start(rt)
+        await stripe_service.start(rt)
         background = [
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
         finally:
             rt.shutting_down = True
             hub.close_all(1012)  # sockets close with 1012: clients reconnect with since
-            await stripe_setup.stop(rt)
+            await stripe_service.stop(rt)
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/demo.css", routes.static_file),
             *stripe_routes(),
         ],
-        exception_handlers={routes.HTTPError: routes.http_error_handler},
+        exception_handlers={HTTPError: http_error_handler},
         lifespan=lifespan,
     )
 

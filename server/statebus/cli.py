@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--user", dest="user_id")
     reconcile.add_argument("--dry-run", action="store_true")
 
+    events = commands.add_parser(
+        "stripe-events", help="list stored Stripe events that are not done; re-queue one"
+    )
+    events.add_argument("--failed", action="store_true", help="only events failed for good")
+    events.add_argument("--requeue", metavar="EVENT_ID", help="make this event due again")
+
     tail = commands.add_parser("tail", help="print live state changes, one line each")
     tail.add_argument("--user", dest="user_id")
     tail.add_argument(
@@ -78,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from statebus.stripe.reconcile import run_reconcile
 
         return run_reconcile(settings, user_id=args.user_id, dry_run=args.dry_run)
+    if args.command == "stripe-events":
+        from statebus.stripe.inbox_cli import run_stripe_events
+
+        return run_stripe_events(settings, failed_only=args.failed, requeue=args.requeue)
     if args.command == "tail":
         from statebus.tail import run_tail
 

@@ -7,6 +7,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+# The Stripe API version statebus sends and is tested against (with stripe-python 16.x),
+# so a newer `stripe` package never changes the shapes statebus reads. STRIPE_API_VERSION
+# overrides it; the one place it is pinned.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
 # Stripe's proration_behavior for upgrades; always_invoice charges the difference now.
 PRORATIONS = ("always_invoice", "create_prorations", "none")
 
@@ -37,6 +42,9 @@ class Settings:
     # new sockets get 1013 and a client backs off instead of failing at accept().
     max_sockets: int = 18_000
     proration_behavior: str = "always_invoice"
+    stripe_api_version: str = STRIPE_API_VERSION
+    # Events of connected accounts (Connect) are applied only when this is set.
+    stripe_connect: bool = False
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -76,6 +84,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         max_sockets_per_user=max_per_user,
         max_sockets=max_sockets,
         proration_behavior=proration,
+        stripe_api_version=env.get("STRIPE_API_VERSION") or STRIPE_API_VERSION,
+        stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
     )
 
 

@@ -67,25 +67,17 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 ServerMessage = Snapshot | Current | Error
 
 
-# --- HTTP ----------------------------------------------------------------------------
+# --- HTTP (Stripe's bodies live in statebus.stripe.messages) -------------------------
 
 
 class ErrorBody(msgspec.Struct):
+    """Every HTTP error answer: `{"error": "<code>", "message": "..."}`."""
+
     error: str
     message: str
-
-
-class UpgradeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    plan: str
-
-
-class WebhookAck(msgspec.Struct):
-    received: bool
-    duplicate: bool
 
 
 encoder = msgspec.json.Encoder()
 notification_decoder = msgspec.json.Decoder(Notification)
 client_decoder = msgspec.json.Decoder(ClientMessage)
 server_decoder = msgspec.json.Decoder(ServerMessage)
-upgrade_decoder = msgspec.json.Decoder(UpgradeRequest)

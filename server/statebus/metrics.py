@@ -30,3 +30,14 @@ webhooks = Counter(
     ["outcome"],
     registry=registry,
 )
+stripe_events = Counter(
+    "statebus_stripe_event_attempts",
+    "attempts at applying stored Stripe events, by the status they left the event in",
+    ["status"],
+    registry=registry,
+)
+stripe_events_failed = Gauge(
+    "statebus_stripe_events_failed",
+    "stored Stripe events failed for good (see `statebus stripe-events --failed`)",
+    registry=registry,
+)

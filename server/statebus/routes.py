@@ -9,43 +9,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from statebus import metrics, sqlfiles
-from statebus.auth import AuthError, Principal, bearer_token
-from statebus.messages import ErrorBody, encoder
+from statebus.http import HTTPError, authenticate, error_response, json_response
 from statebus.runtime import runtime
 from statebus.states import read_state
 
 STATIC = Path(__file__).parent / "static"
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-
-
-def json_response(
-    body: object, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(encoder.encode(body), status, headers, media_type="application/json")
-
-
-def error_response(status: int, error: str, message: str) -> Response:
-    return json_response(ErrorBody(error, message), status)
-
-
-async def http_error_handler(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPError)
-    return error_response(exc.status, exc.error, exc.message)
-
-
-async def authenticate(request: Request) -> Principal:
-    token = bearer_token(request.headers.get("authorization"))
-    if token is None:
-        raise HTTPError(401, "unauthorized", "send Authorization: Bearer <token>")
-    try:
-        return await runtime(request).verifier.verify(token)
-    except AuthError as exc:
-        raise HTTPError(401, exc.code, exc.message) from exc
 
 
 async def healthz(_request: Request) -> Response:

@@ -1,9 +1,9 @@
-"""What the app holds for its lifetime: settings, pool, hub, listener, token verifier."""
+"""What the app holds for its lifetime: settings, pool, hub, listener, token verifier, Stripe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 from starlette.requests import HTTPConnection
@@ -12,6 +12,9 @@ from statebus.auth import TokenVerifier
 from statebus.config import Settings
 from statebus.hub import Hub
 from statebus.listener import Listener
+
+if TYPE_CHECKING:  # the Stripe package imports this module; only its type comes back
+    from statebus.stripe.service import StripeService
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Runtime:
     hub: Hub
     listener: Listener
     verifier: TokenVerifier
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the Stripe client
+    stripe: StripeService | None = None  # set when STRIPE_API_KEY is configured
     shutting_down: bool = False
 
 

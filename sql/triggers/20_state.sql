@@ -19,7 +19,8 @@ LANGUAGE sql STABLE AS $$
                'subscription', CASE WHEN s.user_id IS NOT NULL THEN jsonb_build_object(
                    'status', s.status,
                    'current_period_end', s.current_period_end,
-                   'cancel_at_period_end', s.cancel_at_period_end) END,
+                   'cancel_at_period_end', s.cancel_at_period_end,
+                   'cancel_at', s.cancel_at) END,
                -- Raw Stripe ids stay out of documents that reach browsers.
                'billing', CASE WHEN b.user_id IS NOT NULL THEN jsonb_build_object(
                    'has_stripe_customer', b.stripe_customer_id IS NOT NULL) END,

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 from playwright.async_api import Page, expect
 
+from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer
 from tests.e2e.conftest import Tabs
-from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import USER, add_user, seed_plans, version_of, wait_for
 from tests.stripe_support import seed_subscriber
 

@@ -12,9 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
+from statebus.testing.fake_stripe import FakeStripe, make_event
 from statebus.testing.server import RunningServer
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event
 from tests.helpers import version_of, wait_for
 from tests.stripe_support import (
     GLOW,
@@ -50,14 +49,20 @@ async def settled(conn: asyncpg.Connection, event_id: str, status: str = "applie
 
 
 def expected_row(fake: FakeStripe, sub_id: str) -> dict[str, object]:
+    """The row Stripe's subscription should give: plan and period from the plan item
+    (add-ons are the other items), the scheduled end from cancel_at."""
     sub = fake.get_subscription(sub_id)
-    item = sub["items"]["data"][0]
+    plans = {GLOW: "glow_up", VIRAL: "viral_surge"}
+    item = next(i for i in sub["items"]["data"] if i["price"]["id"] in plans)
+    period_end = datetime.fromtimestamp(item["current_period_end"], UTC)
+    cancel_at = sub["cancel_at"] and datetime.fromtimestamp(sub["cancel_at"], UTC)
     return {
-        "plan": {GLOW: "glow_up", VIRAL: "viral_surge"}[item["price"]["id"]],
+        "plan": plans[item["price"]["id"]],
         "status": sub["status"],
         "stripe_subscription_id": sub_id,
-        "current_period_end": datetime.fromtimestamp(item["current_period_end"], UTC),
-        "cancel_at_period_end": sub["cancel_at_period_end"],
+        "current_period_end": period_end,
+        "cancel_at_period_end": sub["cancel_at_period_end"] or cancel_at == period_end,
+        "cancel_at": cancel_at or None,
     }
 
 
@@ -127,16 +132,26 @@ async def test_a_thousand_shuffled_duplicated_concurrent_events_end_at_stripes_s
     subs = [f"sub_{n:02d}" for n in range(50)]
     for n, sub_id in enumerate(subs):
         await add_customer_user(conn, f"user_{n:02d}", f"cus_{n:02d}")
-        fake.add_subscription(customer=f"cus_{n:02d}", price=GLOW, sub_id=sub_id)
+        fake.add_subscription(  # add-ons, listed before the plan item for half of them
+            customer=f"cus_{n:02d}",
+            price=GLOW,
+            sub_id=sub_id,
+            addons=["price_extra_seats"] if n % 3 else ["price_extra_seats", "price_storage"],
+            addons_first=n % 2 == 0,
+        )
     events: list[bytes] = []
     for step in range(20):  # 20 changes of each of the 50 subscriptions: 1,000 events
         for sub_id in subs:
+            period_end = int(time.time()) + 86400 * (step + 1)
+            ending = rng.choice(["no", "no", "classic", "flexible"])
             fake.set_subscription(
                 sub_id,
                 price=rng.choice([GLOW, VIRAL]),
                 status=rng.choice(["active", "past_due", "trialing", "unpaid"]),
-                cancel_at_period_end=rng.random() < 0.3,
-                current_period_end=int(time.time()) + 86400 * (step + 1),
+                current_period_end=period_end,
+                cancel_at_period_end=ending == "classic",
+                # flexible billing mode ends at period end with cancel_at alone
+                **({"cancel_at": period_end} if ending == "flexible" else {}),
             )
             kind = rng.choice(["updated", "paused", "resumed"])
             events.append(
@@ -173,7 +188,7 @@ async def test_a_thousand_shuffled_duplicated_concurrent_events_end_at_stripes_s
         assert await version_of(conn, f"user_{n:02d}") == 2
 
 
-async def test_stripe_unreachable_fails_the_event_then_it_applies(
+async def test_stripe_unreachable_retries_the_event_then_it_applies(
     client: httpx.AsyncClient, conn: asyncpg.Connection, fake: FakeStripe
 ) -> None:
     await add_customer_user(conn, USER, "cus_1")
@@ -182,7 +197,7 @@ async def test_stripe_unreachable_fails_the_event_then_it_applies(
 
     body = subscription_event(fake, "customer.subscription.updated", "sub_1", event_id="e_1")
     assert (await deliver(client, body)).json() == {"received": True, "duplicate": False}
-    await settled(conn, "e_1", "failed")
+    await settled(conn, "e_1", "retrying")
     row = await conn.fetchrow(
         "SELECT attempts, last_error FROM statebus.stripe_events WHERE id = 'e_1'"
     )
@@ -227,7 +242,7 @@ async def test_an_unknown_customer_waits_as_unmatched_until_checkout_links_it(
     assert await version_of(conn, USER) == before + 1  # link and subscription: one version
 
 
-async def test_unknown_price_fails_with_a_clear_error_and_other_events_are_ignored(
+async def test_unknown_price_without_a_row_is_ignored_with_why_and_other_events_too(
     client: httpx.AsyncClient, conn: asyncpg.Connection, fake: FakeStripe
 ) -> None:
     await add_customer_user(conn, USER, "cus_1")
@@ -237,7 +252,7 @@ async def test_unknown_price_fails_with_a_clear_error_and_other_events_are_ignor
     )
     await deliver(client, make_event("customer.created", {"id": "cus_2"}, event_id="e_2"))
 
-    await settled(conn, "e_1", "failed")
+    await settled(conn, "e_1", "ignored")  # no plan to write, and no row to update
     await settled(conn, "e_2", "ignored")
     error = await conn.fetchval("SELECT last_error FROM statebus.stripe_events WHERE id = 'e_1'")
     assert "price_mystery" in error and "stripe_price_id" in error

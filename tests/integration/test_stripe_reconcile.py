@@ -11,7 +11,7 @@ import pytest
 
 from statebus.config import Settings
 from statebus.stripe.reconcile import run_reconcile
-from tests.fakes.stripe_api import FakeStripe
+from statebus.testing.fake_stripe import FakeStripe
 from tests.helpers import version_of
 from tests.stripe_support import (
     GLOW,
@@ -153,3 +153,26 @@ async def test_without_a_stripe_key_it_exits_2(
 
     assert code == 2
     assert "STRIPE_API_KEY" in capsys.readouterr().err
+
+
+async def test_reconcile_ranks_like_the_webhook_an_incomplete_newer_one_loses(
+    settings: Settings,
+    conn: asyncpg.Connection,
+    fake: FakeStripe,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await seed(conn, fake)
+    end = int(time.time()) + 86400
+    await add_customer_user(conn, "user_a", "cus_a")
+    fake.add_subscription(customer="cus_a", price=GLOW, sub_id="sub_old", current_period_end=end)
+    fake.add_subscription(customer="cus_a", price=VIRAL, sub_id="sub_new", status="incomplete")
+    await add_row(conn, "user_a", "sub_new", "viral_surge", "incomplete", end)
+
+    code, _ = await reconcile(settings, capsys)
+
+    assert code == 0
+    row = await subscription_row(conn, "user_a")
+    assert row is not None and (row["stripe_subscription_id"], row["plan"]) == (
+        "sub_old",
+        "glow_up",
+    )

@@ -10,8 +10,8 @@ import pytest
 
 from statebus.client import Session
 from statebus.messages import Snapshot
+from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer
-from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import version_of, wait_for
 from tests.stripe_support import (
     GLOW,

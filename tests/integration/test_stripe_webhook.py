@@ -11,9 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
+from statebus.testing.fake_stripe import FakeStripe, make_event, sign_payload
 from statebus.testing.server import RunningServer
-from tests.fakes.stripe_api import FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
 from tests.stripe_support import (
     OLD_SECRET,
     SECRET,

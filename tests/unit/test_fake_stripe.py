@@ -11,9 +11,8 @@ import pytest
 import stripe
 from stripe.params import SubscriptionUpdateParams
 
-from tests.fakes.stripe_api import TEST_API_KEY, FakeStripe
-from tests.fakes.stripe_signing import make_event, sign_payload
-from tests.fakes.stripe_state import parse_form
+from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
+from statebus.testing.fake_stripe.wire import parse_form
 
 SECRET = "whsec_test"
 
@@ -42,7 +41,9 @@ def test_retrieve_returns_a_stripe_shaped_subscription(
     assert (sub.id, sub.customer, sub.status) == ("sub_1", "cus_1", "active")
     item = sub["items"]["data"][0]
     assert item["price"]["id"] == "price_a" and item["price"]["product"] == "prod_a"
-    assert item["current_period_end"] == sub["current_period_end"] > time.time()
+    # Today's shape: the period lives on the items, and there is a billing mode.
+    assert item["current_period_end"] > time.time() and "current_period_end" not in sub
+    assert sub["billing_mode"]["type"] == "flexible" and sub["cancel_at"] is None
     assert sub.metadata.to_dict() == {"u": "7"} and sub.cancel_at_period_end is False
     method, path, headers = fake.requests[-1]
     assert (method, path) == ("GET", "/v1/subscriptions/sub_1")

@@ -20,9 +20,17 @@ from statebus import sqlfiles
 from statebus.config import Settings
 from statebus.database import database_url
 from statebus.stripe import store
-from statebus.stripe.client import StripeGateway, SubscriptionFacts
+from statebus.stripe.client import StripeGateway
+from statebus.stripe.facts import SubscriptionFacts, rank
 
-FIELDS = ("plan", "status", "stripe_subscription_id", "current_period_end", "cancel_at_period_end")
+FIELDS = (
+    "plan",
+    "status",
+    "stripe_subscription_id",
+    "current_period_end",
+    "cancel_at_period_end",
+    "cancel_at",
+)
 
 
 def run_reconcile(settings: Settings, *, user_id: str | None, dry_run: bool) -> int:
@@ -39,8 +47,8 @@ def _show(value: object) -> str:
 
 
 def _best(candidates: list[store.Resolved]) -> store.Resolved:
-    """A user's subscription that counts: a live one before an ended one, then the newest."""
-    return max(candidates, key=lambda r: (not r.facts.ended, r.facts.created, r.facts.id))
+    """The user's subscription that counts, by the ranking webhooks and upgrades use."""
+    return max(candidates, key=lambda r: rank(r.facts))
 
 
 async def _stripe_subscriptions(
@@ -74,7 +82,7 @@ async def _reconcile(
         for facts in subs:
             try:
                 resolved = await store.resolve(conn, facts)
-            except store.UnknownPrice as exc:
+            except store.PlanConflict as exc:
                 print(f"{facts.id}: skipped, {exc}", file=out)
                 continue
             if resolved.user_id is None:
@@ -111,11 +119,12 @@ async def _reconcile(
 
 async def _differences(conn: store.Conn, owner: str, chosen: store.Resolved) -> list[str]:
     local = await conn.fetchrow(sqlfiles.queries()["stripe_local_subscription"], owner)
-    if not store.supersedes(local, chosen.facts):
-        return []  # an ended old subscription; the user's live one is not in Stripe's list
-    wanted = chosen.row()
+    plan = chosen.plan or (local["plan"] if local is not None else None)
+    if plan is None:
+        return [f"no subscription row, and {chosen.why_no_plan}"]
+    wanted = chosen.row(plan)
     if local is None:
-        return [f"no subscription row; Stripe has plan {wanted['plan']}, {chosen.facts.status}"]
+        return [f"no subscription row; Stripe has plan {plan}, {chosen.facts.status}"]
     return [
         f"{name} {_show(local[name])} -> {_show(wanted[name])}"
         for name in FIELDS
@@ -124,9 +133,12 @@ async def _differences(conn: store.Conn, owner: str, chosen: store.Resolved) -> 
 
 
 async def _repair(conn: store.Conn, gateway: StripeGateway, sub_id: str) -> bool:
-    """Writes Stripe's state as read again under the lock (it may have moved meanwhile)."""
+    """Writes Stripe's state as read again under the locks (it may have moved meanwhile)."""
     async with conn.transaction():
-        await store.lock_subscription(conn, sub_id)
+        await store.lock(conn, sub_id, None)
         fresh = await gateway.subscription(sub_id)
-        result = await store.write_subscription(conn, fresh, "reconcile")
+        await store.lock(conn, None, fresh.customer)
+        result = await store.write_subscription(
+            conn, fresh, "reconcile", gateway.subscription_or_none
+        )
     return result.outcome == "written"

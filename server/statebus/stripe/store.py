@@ -1,70 +1,101 @@
 """Writing Stripe's truth into the subscription tables (the only Stripe code that writes them).
 
-Callers (inbox worker, upgrade API, reconcile) open a transaction, take the subscription's
-lock with `lock_subscription` *before* reading Stripe, and call `write_subscription` with
-what they read. Because every writer holds the lock from its Stripe read to its commit,
-rows are written in the order Stripe was observed and never go back to an older state.
-The triggers turn the commit into at most one new version per user; this module never
-talks to the hub or to sockets.
+Callers (inbox worker, billing routes, reconcile) open a transaction and take the
+subscription's lock, then its customer's, *before* reading Stripe (`lock`), and call
+`write_subscription` with what they read. Every writer for a customer holds that lock
+from its Stripe reads to its commit, so rows follow the order Stripe was observed in and
+never go back to an older state, and the choice between a customer's subscriptions is
+made on fresh reads. The triggers turn the commit into at most one version per user.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from statebus import sqlfiles
-from statebus.stripe.client import ENDED_STATUSES, SubscriptionFacts
+from statebus.stripe.facts import Item, SubscriptionFacts, rank
 
 # A plain connection (CLI) or one lent by the pool (server).
 Conn = asyncpg.Connection | PoolConnectionProxy
-Source = Literal["stripe_webhook", "upgrade_api", "reconcile"]
+Source = Literal["stripe_webhook", "upgrade_api", "checkout", "cancel", "resume", "reconcile"]
+# Reads another subscription from Stripe (None when Stripe no longer has it).
+Fetch = Callable[[str], Awaitable[SubscriptionFacts | None]]
 
 
-class UnknownPrice(Exception):
-    """The subscription's price is not any plan's `stripe_price_id`."""
+class PlanConflict(Exception):
+    """Several of a subscription's items are plans: which one the user is on is unclear."""
+
+
+class CustomerTaken(Exception):
+    """The Stripe customer is already linked to another user."""
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """Where a Stripe subscription belongs: the user and the row it should have."""
+    """Where a Stripe subscription belongs: its user, and its plan item if it has one."""
 
     user_id: str | None  # None: no user for this customer yet ("unmatched")
-    plan: str
+    plan: str | None  # None: no item's price is a plan's stripe_price_id
+    item: Item | None
     facts: SubscriptionFacts
 
-    def row(self) -> dict[str, object]:
+    @property
+    def why_no_plan(self) -> str | None:
+        if self.plan is not None:
+            return None
+        prices = ", ".join(self.facts.prices) or "none"
+        return f"no item's price is a plan's stripe_price_id (prices: {prices}); plan unchanged"
+
+    def row(self, plan: str) -> dict[str, object]:
         f = self.facts
+        period_end = _period_end(f, self.item)
+        ends_at = f.ends_at(period_end)
         return {
-            "plan": self.plan,
+            "plan": plan,
             "status": f.status,
             "stripe_subscription_id": f.id,
-            "current_period_end": f.current_period_end,
-            "cancel_at_period_end": f.cancel_at_period_end,
+            "current_period_end": period_end,
+            # Flexible billing mode ends a subscription at period end with cancel_at alone.
+            "cancel_at_period_end": f.cancel_at_period_end
+            or (ends_at is not None and ends_at == period_end),
+            "cancel_at": ends_at,
         }
+
+
+def _period_end(facts: SubscriptionFacts, item: Item | None) -> datetime | None:
+    """The plan item's period; without one, the subscription's (older API versions put it
+    there), else the first item's that has one."""
+    if item is not None and item.current_period_end is not None:
+        return item.current_period_end
+    if facts.period_end is not None:
+        return facts.period_end
+    return next((i.current_period_end for i in facts.items if i.current_period_end), None)
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    outcome: Literal["written", "unchanged", "unmatched", "superseded"]
+    outcome: Literal["written", "unchanged", "unmatched", "superseded", "no_plan"]
     user_id: str | None
-    detail: str = ""
+    detail: str | None = None
 
 
 async def set_source(conn: Conn, source: Source) -> None:
     await conn.execute(sqlfiles.queries()["stripe_set_source"], source)
 
 
-async def lock_subscription(conn: Conn, sub_id: str) -> None:
-    """Held until the transaction ends; take it before reading the subscription from Stripe."""
-    await conn.execute(sqlfiles.queries()["stripe_lock_subscription"], sub_id)
-
-
-async def lock_customer(conn: Conn, customer_id: str) -> None:
-    await conn.execute(sqlfiles.queries()["stripe_lock_customer"], customer_id)
+async def lock(conn: Conn, sub_id: str | None, customer_id: str | None) -> None:
+    """Held until the transaction ends; always subscription first, then customer."""
+    q = sqlfiles.queries()
+    if sub_id:
+        await conn.execute(q["stripe_lock_subscription"], sub_id)
+    if customer_id:
+        await conn.execute(q["stripe_lock_customer"], customer_id)
 
 
 async def user_for(conn: Conn, facts: SubscriptionFacts) -> str | None:
@@ -85,61 +116,61 @@ async def user_for(conn: Conn, facts: SubscriptionFacts) -> str | None:
     return None
 
 
+async def plan_item(conn: Conn, facts: SubscriptionFacts) -> tuple[str | None, Item | None]:
+    """The item whose price is a plan's stripe_price_id (add-ons are the others)."""
+    rows = await conn.fetch(sqlfiles.queries()["stripe_plans_for_prices"], facts.prices)
+    plans = {row["stripe_price_id"]: row["code"] for row in rows}
+    items = [item for item in facts.items if item.price_id in plans]
+    if len(items) > 1:
+        codes = ", ".join(sorted({plans[i.price_id] for i in items if i.price_id}))
+        raise PlanConflict(f"subscription {facts.id} has several plan items ({codes})")
+    if not items:
+        return None, None
+    price_id = items[0].price_id
+    assert price_id is not None
+    return plans[price_id], items[0]
+
+
 async def resolve(conn: Conn, facts: SubscriptionFacts) -> Resolved:
-    """Maps price to plan and customer to user; raises UnknownPrice for an unmapped price."""
-    if facts.price_id is None:
-        raise UnknownPrice(f"subscription {facts.id} has no price")
-    plan: str | None = await conn.fetchval(
-        sqlfiles.queries()["stripe_plan_for_price"], facts.price_id
-    )
-    if plan is None:
-        raise UnknownPrice(
-            f"price {facts.price_id} of subscription {facts.id} is no plan's stripe_price_id"
-        )
-    return Resolved(await user_for(conn, facts), plan, facts)
+    """Maps the plan item to a plan and the customer to a user; raises PlanConflict."""
+    plan, item = await plan_item(conn, facts)
+    return Resolved(await user_for(conn, facts), plan, item, facts)
 
 
-def supersedes(local: asyncpg.Record | None, facts: SubscriptionFacts) -> bool:
-    """False when the user's row holds another, still live subscription and this one has
-    ended: a cancelled old subscription must not replace the user's current one."""
-    if local is None or local["stripe_subscription_id"] in (None, facts.id):
-        return True
-    return not (facts.ended and local["status"] not in ENDED_STATUSES)
-
-
-async def write_subscription(conn: Conn, facts: SubscriptionFacts, source: Source) -> WriteResult:
-    """Writes `facts` (read from Stripe under lock_subscription) for its user, inside the
-    caller's transaction. Writes nothing when nothing changed."""
+async def write_subscription(
+    conn: Conn, facts: SubscriptionFacts, source: Source, fetch: Fetch
+) -> WriteResult:
+    """Writes `facts` (read from Stripe under `lock`) for its user, inside the caller's
+    transaction, unless the user's row holds a subscription that ranks higher (read again
+    with `fetch`). Writes nothing when nothing changed."""
     q = sqlfiles.queries()
-    if facts.customer:
-        await lock_customer(conn, facts.customer)
     resolved = await resolve(conn, facts)
-    if resolved.user_id is None:
+    user_id = resolved.user_id
+    if user_id is None:
         return WriteResult("unmatched", None, f"no user for customer {facts.customer}")
-    local = await conn.fetchrow(q["stripe_local_subscription"], resolved.user_id)
-    if not supersedes(local, facts):
-        assert local is not None
-        detail = f"user keeps live subscription {local['stripe_subscription_id']}"
-        return WriteResult("superseded", resolved.user_id, detail)
+    local = await conn.fetchrow(q["stripe_local_subscription"], user_id)
+    shown = local["stripe_subscription_id"] if local is not None else None
+    if shown is not None and shown != facts.id:
+        other = await fetch(shown)
+        if other is not None and rank(other) > rank(facts):
+            return WriteResult("superseded", user_id, f"user keeps subscription {shown}")
+    plan = resolved.plan or (local["plan"] if local is not None else None)
+    if plan is None:
+        return WriteResult("no_plan", user_id, resolved.why_no_plan)
     await set_source(conn, source)
-    row = resolved.row()
-    written = await conn.fetchval(
-        q["stripe_upsert_subscription"],
-        resolved.user_id,
-        row["plan"],
-        row["status"],
-        row["stripe_subscription_id"],
-        row["current_period_end"],
-        row["cancel_at_period_end"],
-    )
-    return WriteResult("written" if written else "unchanged", resolved.user_id)
+    row = resolved.row(plan)
+    written = await conn.fetchval(q["stripe_upsert_subscription"], user_id, *row.values())
+    return WriteResult("written" if written else "unchanged", user_id, resolved.why_no_plan)
 
 
 async def link_customer(conn: Conn, user_id: str, customer_id: str, source: Source) -> int:
     """Links a customer to a user (checkout) and re-queues the customer's parked events;
-    returns how many were re-queued. Takes the customer's lock."""
+    returns how many were re-queued. The caller holds the customer's lock. Raises
+    CustomerTaken when another user has this customer."""
     q = sqlfiles.queries()
-    await lock_customer(conn, customer_id)
+    owner: str | None = await conn.fetchval(q["stripe_user_for_customer"], customer_id)
+    if owner is not None and owner != user_id:
+        raise CustomerTaken(f"customer {customer_id} is linked to another user")
     await set_source(conn, source)
     await conn.execute(q["stripe_link_customer"], user_id, customer_id)
     requeued: int | None = await conn.fetchval(q["stripe_inbox_requeue_customer"], customer_id)

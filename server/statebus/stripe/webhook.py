@@ -15,31 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import metrics, sqlfiles
-from statebus.messages import WebhookAck
-from statebus.routes import HTTPError, json_response
+from statebus.http import HTTPError, json_response, read_body
 from statebus.runtime import runtime
 from statebus.stripe.events import StoredEvent, customer_of, event_decoder
+from statebus.stripe.messages import WebhookAck
 
 log = logging.getLogger("statebus.stripe")
 
 MAX_BODY_BYTES = 1024 * 1024
 TOLERANCE_SECONDS = 300
-
-
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refused with 413 past `limit` (by Content-Length and while reading)."""
-    too_large = HTTPError(413, "payload_too_large", f"webhook bodies are limited to {limit} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
@@ -74,7 +58,7 @@ async def stripe_webhook(request: Request) -> Response:
     secrets = rt.settings.stripe_webhook_secrets
     if not secrets:
         raise HTTPError(503, "stripe_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
-    body = await read_body(request)
+    body = await read_body(request, MAX_BODY_BYTES)
     verify(body, request.headers.get("stripe-signature"), secrets)
     event = parse(body)
     try:
@@ -82,7 +66,7 @@ async def stripe_webhook(request: Request) -> Response:
             sqlfiles.queries()["stripe_inbox_insert"],
             event.id,
             event.type,
-            event.created,
+            event.created_unix,
             body.decode("utf-8"),
             customer_of(event),
         )

@@ -11,27 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 
 import asyncpg
 import stripe
 
-from statebus import sqlfiles
-from statebus.stripe.client import StripeGateway, redact
-from statebus.stripe.events import apply_event, event_decoder
-from statebus.stripe.store import UnknownPrice
+from statebus import backoff, metrics, sqlfiles
+from statebus.stripe.client import StripeGateway, is_missing, redact
+from statebus.stripe.events import Outcome, Policy, apply_event, event_decoder
+from statebus.stripe.store import PlanConflict
 
 log = logging.getLogger("statebus.stripe")
 
 CHANNEL = "statebus_stripe_inbox"
 LEASE_SECONDS = 120.0  # longer than a Stripe call with its retries can take
-MAX_BACKOFF_SECONDS = 3600.0
+# Attempts before an event that keeps failing ends as `failed` (with backoff capped at an
+# hour, about five hours of trying): a Stripe outage is outlasted, a bug is not retried
+# forever. An unmatched event stops being retried by time then, and still applies when
+# a checkout links its customer.
+MAX_ATTEMPTS = 12
+FAILED_REFRESH_SECONDS = 30.0
 
 
-def backoff_seconds(attempts: int) -> float:
-    """1 s, 2 s, 4 s ... up to an hour, with a little jitter so retries spread out."""
-    base: float = min(2.0 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
-    return base * random.uniform(1.0, 1.25)
+def retry_in(attempts: int) -> float:
+    return backoff.delay(attempts, base=2.0, cap=3600.0)
 
 
 def describe(exc: BaseException) -> str:
@@ -39,11 +41,24 @@ def describe(exc: BaseException) -> str:
     anything else is named by type only, since its text could hold anything."""
     if isinstance(exc, stripe.StripeError):
         status = f" {exc.http_status}" if exc.http_status else ""
+        code = f" {exc.code}" if exc.code else ""
         message = redact(exc.user_message or "no message")
-        return f"stripe {type(exc).__name__}{status}: {message}"[:500]
-    if isinstance(exc, UnknownPrice | asyncpg.PostgresError):
+        return f"stripe {type(exc).__name__}{status}{code}: {message}"[:500]
+    if isinstance(exc, PlanConflict | asyncpg.PostgresError):
         return f"{type(exc).__name__}: {exc}"[:500]
     return f"{type(exc).__name__}"
+
+
+def final(exc: BaseException) -> bool:
+    """Errors no retry can fix: the object is gone, or the plans are ambiguous."""
+    return is_missing(exc) or isinstance(exc, PlanConflict)
+
+
+def next_step(outcome: Outcome, attempts: int) -> tuple[str, float | None]:
+    """The status to store and seconds until the next attempt (None: not by time)."""
+    if outcome.status == "unmatched":
+        return "unmatched", retry_in(attempts) if attempts < MAX_ATTEMPTS else None
+    return outcome.status, 0.0
 
 
 class InboxWorker:
@@ -53,17 +68,22 @@ class InboxWorker:
         pool: asyncpg.Pool,
         gateway: StripeGateway,
         *,
+        connect: bool = False,
         concurrency: int = 4,
         poll_interval: float = 1.0,
     ) -> None:
         self._dsn, self._pool, self._gateway = dsn, pool, gateway
+        self._policy = Policy(livemode=gateway.livemode, connect=connect)
         self._concurrency, self._poll = concurrency, poll_interval
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen(), name="stripe-inbox-listen")]
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="stripe-inbox-listen"),
+            asyncio.create_task(self._count_failed(), name="stripe-inbox-failed"),
+        ]
         self._tasks += [
             asyncio.create_task(self._work(), name=f"stripe-inbox-{n}")
             for n in range(self._concurrency)
@@ -88,14 +108,14 @@ class InboxWorker:
 
     async def _listen(self) -> None:
         """Keeps a LISTEN connection up; reconnects with backoff when it drops."""
-        delay = 0.5
+        failures = 0
         while not self._stopping.is_set():
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn)
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._wake.set()  # anything stored while we were not listening
-                delay = 0.5
+                failures = 0
                 while not self._stopping.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), 5.0)
@@ -106,9 +126,10 @@ class InboxWorker:
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=2)
             if not self._stopping.is_set():
+                failures += 1
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 10.0)
+                    wait = backoff.delay(failures, base=0.5, cap=10.0)
+                    await asyncio.wait_for(self._stopping.wait(), wait)
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
@@ -126,6 +147,15 @@ class InboxWorker:
 
     # -- one event -------------------------------------------------------------------------
 
+    async def _count_failed(self) -> None:
+        """Keeps /metrics' count of events failed for good current (every server shows it)."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(Exception):  # the next round tries again
+                count = await self._pool.fetchval(sqlfiles.queries()["stripe_inbox_failed_count"])
+                metrics.stripe_events_failed.set(count)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FAILED_REFRESH_SECONDS)
+
     async def process_one(self) -> bool:
         """Claims and applies one due event; False when none was due."""
         q = sqlfiles.queries()
@@ -137,17 +167,21 @@ class InboxWorker:
             try:
                 event = event_decoder.decode(claimed["payload"])
                 async with conn.transaction():
-                    outcome = await apply_event(conn, self._gateway, event)
-                    wait = backoff_seconds(attempts) if outcome.status == "unmatched" else 0.0
-                    await conn.execute(
-                        q["stripe_inbox_done"], event_id, outcome.status, outcome.note, wait
-                    )
+                    outcome = await apply_event(conn, self._gateway, event, self._policy)
+                    status, wait = next_step(outcome, attempts)
+                    await conn.execute(q["stripe_inbox_done"], event_id, status, outcome.note, wait)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 error = describe(exc)
-                log.warning("stripe event %s failed (attempt %d): %s", event_id, attempts, error)
-                await conn.execute(
-                    q["stripe_inbox_failed"], event_id, error, backoff_seconds(attempts)
+                status = "failed" if final(exc) or attempts >= MAX_ATTEMPTS else "retrying"
+                log.warning(
+                    "stripe event %s %s (attempt %d): %s", event_id, status, attempts, error
                 )
+                await conn.execute(
+                    q["stripe_inbox_done"], event_id, status, error, retry_in(attempts)
+                )
+            metrics.stripe_events.labels(status).inc()
+            if status == "failed":
+                metrics.stripe_events_failed.inc()
             return True

@@ -2,7 +2,7 @@
 
 Each handler takes the state (lock already held), the id from the path ("" for
 collection routes) and the decoded parameters, and returns a Stripe-shaped object or
-raises ``StripeError``. Tests only.
+raises ``StripeError``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakes.stripe_state import (
-    ENDED_STATUSES,
-    JSON,
-    StripeError,
-    StripeState,
-    merge_metadata,
-)
+from statebus.testing.fake_stripe.sessions import session_routes
+from statebus.testing.fake_stripe.state import ENDED_STATUSES, StripeState
+from statebus.testing.fake_stripe.wire import JSON, StripeError, merge_metadata
 
 Handler = Callable[[StripeState, str, JSON], JSON]
 
@@ -68,7 +64,9 @@ def retrieve_subscription(state: StripeState, sub_id: str, params: JSON) -> JSON
 
 
 def update_subscription(state: StripeState, sub_id: str, params: JSON) -> JSON:
-    _check_params(params, {"items", "cancel_at_period_end", "proration_behavior", "metadata"})
+    _check_params(
+        params, {"items", "cancel_at_period_end", "cancel_at", "proration_behavior", "metadata"}
+    )
     sub = state.subscription(sub_id)
     if sub["status"] in ENDED_STATUSES and set(params) - {"metadata", "expand"}:
         raise StripeError(
@@ -81,11 +79,18 @@ def update_subscription(state: StripeState, sub_id: str, params: JSON) -> JSON:
         changes["cancel_at_period_end"] = _bool(
             params["cancel_at_period_end"], "cancel_at_period_end"
         )
+    if "cancel_at_period_end" in params and "cancel_at" in params:
+        raise StripeError(400, "You may only specify one of cancel_at, cancel_at_period_end.")
+    if "cancel_at" in params:  # "" unsets it
+        value = params["cancel_at"]
+        if value != "" and not str(value).isdigit():
+            raise StripeError(400, "Invalid timestamp", param="cancel_at")
+        changes["cancel_at"] = int(value) if value else None
     if "metadata" in params:
         changes["metadata"] = merge_metadata(sub["metadata"], params["metadata"])
     for item in _items(state, sub, params):
-        # Unlike real Stripe (which would add a second item), a price without an item id
-        # replaces the first item's price: statebus subscriptions have exactly one item.
+        # Simplification: a price without an item id changes the plan item (the one the
+        # subscription was created with); real Stripe would add an item.
         state.set_item_price(sub_id, item.get("id"), item["price"])
     return state.change_subscription(sub_id, **changes)
 
@@ -174,5 +179,6 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
         ("GET", r"/v1/customers()", list_customers),
         ("POST", r"/v1/customers()", create_customer),
         ("GET", r"/v1/prices/([^/]+)", lambda s, i, _: s.price(i)),
+        *session_routes(),
     ]
 ]

@@ -4,33 +4,34 @@ The real ``stripe`` library talks to it through a base URL, so tests exercise th
 form encoding, headers, retries, idempotency keys and error mapping as production;
 nothing mocks the library. It covers the subscription, customer and price calls statebus
 makes (see ``stripe_routes``) plus failure injection: error statuses, latency, dropped
-connections. Tests only; server code must never import it.
+connections. Server code never imports it.
 
     with FakeStripe() as fake:
         fake.add_subscription(customer="cus_1", price="price_a", sub_id="sub_1")
         fake.client().v1.subscriptions.retrieve("sub_1")
 
-Responses close the connection (HTTP/1.0), so no client keeps sockets open to a stopped fake.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
-from tests.fakes.stripe_routes import ROUTES
-from tests.fakes.stripe_state import JSON, StripeError, StripeState, new_id, parse_form
+from statebus.testing.fake_stripe.dashboard import Dashboard
+from statebus.testing.fake_stripe.httpserver import LoopbackServer, drop, reply
+from statebus.testing.fake_stripe.routes import ROUTES
+from statebus.testing.fake_stripe.sessions import page
+from statebus.testing.fake_stripe.state import StripeState
+from statebus.testing.fake_stripe.webhooks import WebhookSender, new_webhook_secret
+from statebus.testing.fake_stripe.wire import JSON, StripeError, new_id, parse_form
 
 TEST_API_KEY = "sk_test_fake"
 
@@ -52,34 +53,17 @@ def _error_for(status: int) -> StripeError:
     return StripeError(status, "Injected failure")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeStripe
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can stall offline.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up (timeout) is not the fake's problem
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    def _serve(self) -> None:
-        cast(_Server, self.server).fake._serve(self)
-
-    do_GET = do_POST = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class FakeStripe:
+class FakeStripe(Dashboard):
     """Fake Stripe API server plus thread-safe direct access to its objects."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, webhook_url: str | None = None, webhook_secret: str | None = None
+    ) -> None:
         self.state = StripeState()
+        # With a webhook URL, every change is sent there as a signed event (see webhooks.py).
+        self.webhooks: WebhookSender | None = None
+        if webhook_url:
+            self.webhooks = WebhookSender(webhook_url, webhook_secret or new_webhook_secret())
         self.url = ""
         self.requests: list[RequestLog] = []
         self.params_log: list[dict[str, str]] = []  # flat form fields, aligned with ``requests``
@@ -89,21 +73,23 @@ class FakeStripe:
         self._unreachable = False
         # (Authorization, Idempotency-Key) -> (request fingerprint, status, body)
         self._idempotent: dict[tuple[str, str], tuple[object, int, JSON]] = {}
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> str:
-        """Serve on a free port of 127.0.0.1; returns the base URL."""
-        server = _Server(("127.0.0.1", 0), _RequestHandler)
-        server.fake = self
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (a free port unless given); returns the base URL."""
+        server = LoopbackServer(port, self._serve)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.state.base_url = self.url
+        if self.webhooks is not None:
+            self.webhooks.start()
         return self.url
 
     def stop(self) -> None:
@@ -112,6 +98,24 @@ class FakeStripe:
             self._server.server_close()
             self._thread.join()
         self._server = self._thread = None
+        if self.webhooks is not None:
+            self.webhooks.stop()
+
+    def send_webhooks(self, url: str, secret: str | None = None) -> WebhookSender:
+        """From now on, post every change to `url` as a signed event (after seeding, say)."""
+        self._flush_events()  # changes made before are not sent
+        self.webhooks = WebhookSender(url, secret or new_webhook_secret())
+        if self._server is not None:
+            self.webhooks.start()
+        return self.webhooks
+
+    def _flush_events(self) -> None:
+        """Hands the changes made under the lock to the webhook sender (or drops them)."""
+        with self._lock:
+            events, self.state.outbox = self.state.outbox, []
+        if self.webhooks is not None:
+            for event_type, obj in events:
+                self.webhooks.send(event_type, obj)
 
     def __enter__(self) -> FakeStripe:
         self.start()
@@ -133,67 +137,6 @@ class FakeStripe:
             max_network_retries=max_network_retries,
             **kwargs,
         )
-
-    # -- direct state access (as if done in the dashboard) --------------------------------
-
-    def add_price(self, price_id: str, *, product: str = "prod_x", unit_amount: int = 1000) -> JSON:
-        with self._lock:
-            return self.state.add_price(price_id, product=product, unit_amount=unit_amount)
-
-    def add_customer(
-        self,
-        customer_id: str | None = None,
-        *,
-        email: str | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> JSON:
-        with self._lock:
-            return self.state.add_customer(customer_id, email=email, metadata=metadata)
-
-    def add_subscription(
-        self,
-        *,
-        customer: str,
-        price: str,
-        status: str = "active",
-        sub_id: str | None = None,
-        metadata: dict[str, str] | None = None,
-        current_period_end: int | None = None,
-        cancel_at_period_end: bool = False,
-    ) -> JSON:
-        """Create a subscription as if made in the dashboard; an unknown customer or price
-        is created on the fly."""
-        with self._lock:
-            if customer not in self.state.customers:
-                self.state.add_customer(customer)
-            if price not in self.state.prices:
-                self.state.add_price(price)
-            return self.state.add_subscription(
-                customer=customer,
-                price=price,
-                status=status,
-                sub_id=sub_id,
-                metadata=metadata,
-                current_period_end=current_period_end,
-                cancel_at_period_end=cancel_at_period_end,
-            )
-
-    def set_subscription(self, sub_id: str, **changes: Any) -> JSON:
-        """Change top-level fields, ``price`` or ``metadata`` (replaced); bumps the revision."""
-        with self._lock:
-            price = changes.get("price")
-            if price is not None and price not in self.state.prices:
-                self.state.add_price(price)
-            return self.state.change_subscription(sub_id, **changes)
-
-    def get_subscription(self, sub_id: str) -> JSON:
-        with self._lock:
-            return self.state.subscription(sub_id)
-
-    def revision(self, sub_id: str) -> int:
-        """Starts at 1 and grows with every change, through HTTP or ``set_subscription``."""
-        with self._lock:
-            return self.state.revisions[sub_id]
 
     # -- failure injection -----------------------------------------------------------------
 
@@ -229,29 +172,29 @@ class FakeStripe:
             self.params_log.append(dict(parse_qsl(form, keep_blank_values=True)))
             latency = self._latency
         time.sleep(latency)
+        if not split.path.startswith("/v1/"):
+            self._serve_page(handler, split.path)
+            return
         with self._lock:
             answer = (
                 None
                 if self._unreachable
                 else self._answer(handler.command, split.path, headers, form)
             )
+        self._flush_events()
         if answer is None:
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
+            drop(handler)
             return
         status, payload, extra_headers = answer
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        for name, value in {
-            "Content-Type": "application/json",
-            "Content-Length": str(len(data)),
-            "Request-Id": new_id("req"),
-            **extra_headers,
-        }.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(data)
+        extra_headers["Request-Id"] = new_id("req")
+        reply(handler, status, json.dumps(payload).encode(), "application/json", extra_headers)
+
+    def _serve_page(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        with self._lock:
+            found = page(self.state, handler.command, path)
+        self._flush_events()
+        status, text, extra = found or (404, "not found", {})
+        reply(handler, status, text.encode(), "text/html; charset=utf-8", extra)
 
     def _answer(
         self, method: str, path: str, headers: dict[str, str], form: str

@@ -1,4 +1,4 @@
-"""Build Stripe webhook bodies and sign them the way Stripe does (tests only).
+"""Build Stripe webhook bodies and sign them the way Stripe does.
 
 ``stripe.Webhook.construct_event(body, sign_payload(body, secret), secret)`` accepts
 what these produce, so webhook tests go through the real verification path.

@@ -1,106 +1,22 @@
-"""In-memory Stripe objects behind the fake Stripe API server (tests only).
+"""In-memory Stripe objects behind the fake Stripe API server.
 
 Holds prices, customers and subscriptions as plain dicts shaped like Stripe's JSON, and the
 operations both the HTTP routes and tests use on them. It knows nothing about HTTP; the
-caller holds ``StripeState.lock`` around every call. Server code must never import this.
+caller holds ``StripeState.lock`` around every call.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
 
-JSON = dict[str, Any]
+from statebus.testing.fake_stripe.wire import JSON, StripeError, missing, new_id
 
 PERIOD_SECONDS = 30 * 86400
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
-
-
-class StripeError(Exception):
-    """An error answered in Stripe's shape: ``{"error": {...}}`` with an HTTP status."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        error_type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body: JSON = {"error": {"type": error_type, "message": message}}
-        if code is not None:
-            self.body["error"]["code"] = code
-        if param is not None:
-            self.body["error"]["param"] = param
-
-
-def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
-    """Stripe's answer for an unknown id: 404 for the path id, 400 for one in the params."""
-    status = 404 if param == "id" else 400
-    message = f"No such {kind}: '{object_id}'"
-    return StripeError(status, message, code="resource_missing", param=param)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:14]}"
-
-
-_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
-
-
-def parse_form(text: str) -> JSON:
-    """Decode stripe-python's form encoding (``items[0][price]=x``) into nested dicts/lists."""
-    root: JSON = {}
-    for key, value in parse_qsl(text, keep_blank_values=True):
-        match = _KEY.match(key)
-        if match is None:
-            raise StripeError(400, f"Invalid parameter name: {key}", param=key)
-        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
-        node = root
-        for i, part in enumerate(parts):
-            part = part or str(len(node))  # "expand[]=x" appends
-            if i == len(parts) - 1:
-                node[part] = value
-            else:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
-                    raise StripeError(400, f"Invalid parameter: {key}", param=key)
-                node = child
-    return _listify(root)
-
-
-def _listify(node: JSON) -> JSON:
-    for key, value in node.items():
-        if isinstance(value, dict):
-            value = _listify(value)
-            if value and all(k.isdigit() for k in value):
-                value = [value[k] for k in sorted(value, key=int)]
-            node[key] = value
-    return node
-
-
-def merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
-    """Stripe semantics: keys merge, an empty value unsets a key, ``metadata=""`` clears all."""
-    if update == "":
-        return {}
-    if not isinstance(update, dict):
-        raise StripeError(400, "Invalid metadata: must be a hash", param="metadata")
-    merged = dict(current)
-    for key, value in update.items():
-        if value == "":
-            merged.pop(key, None)
-        else:
-            merged[key] = str(value)
-    return merged
 
 
 class StripeState:
@@ -111,8 +27,17 @@ class StripeState:
         self.prices: dict[str, JSON] = {}
         self.customers: dict[str, JSON] = {}
         self.subscriptions: dict[str, JSON] = {}
+        self.checkout_sessions: dict[str, JSON] = {}
+        self.portal_sessions: dict[str, JSON] = {}
         self.revisions: dict[str, int] = {}
+        self.plan_items: dict[str, str] = {}  # subscription -> the item `price=` changes
+        self.sells: dict[str, JSON] = {}  # checkout session -> prices, subscription metadata
+        self.outbox: list[tuple[str, JSON]] = []  # events to send: (type, object)
+        self.base_url = ""  # where the fake serves (checkout and portal pages)
         self._order: dict[str, int] = {}
+
+    def emit(self, event_type: str, obj: JSON) -> None:
+        self.outbox.append((event_type, copy.deepcopy(obj)))
 
     def _remember(self, obj_id: str) -> None:
         self._order[obj_id] = len(self._order)
@@ -181,32 +106,59 @@ class StripeState:
         metadata: dict[str, str] | None = None,
         current_period_end: int | None = None,
         cancel_at_period_end: bool = False,
+        addons: Iterable[str] = (),
+        addons_first: bool = False,
+        billing_mode: str = "flexible",
+        livemode: bool = False,
     ) -> JSON:
+        """A subscription in today's shape (periods on the items, `billing_mode`), with the
+        plan item `price` and one item per add-on price, listed after it or before it."""
         now = int(time.time())
         period_end = current_period_end or now + PERIOD_SECONDS
+        ended = status in ENDED_STATUSES
         sub: JSON = {
             "id": sub_id or new_id("sub"),
             "object": "subscription",
+            "billing_mode": {"type": billing_mode, "updated_at": now},
             "customer": customer,
             "status": status,
-            "cancel_at": None,
+            "cancel_at": period_end if cancel_at_period_end else None,
             "cancel_at_period_end": cancel_at_period_end,
-            "canceled_at": now if status in ENDED_STATUSES else None,
-            "ended_at": now if status in ENDED_STATUSES else None,
+            "canceled_at": now if ended else None,
+            "ended_at": now if ended else None,
             "created": now,
-            "current_period_start": now,
-            "current_period_end": period_end,  # pre-2025-03-31 clients read it here
-            "livemode": False,
+            "livemode": livemode,
             "metadata": dict(metadata or {}),
             "items": {
                 "object": "list",
                 "data": [],
                 "has_more": False,
-                "total_count": 1,
+                "total_count": 0,
                 "url": "/v1/subscription_items",
             },
             "latest_invoice": None,
         }
+        self.subscriptions[sub["id"]] = sub
+        self._remember(sub["id"])
+        self.revisions[sub["id"]] = 1
+        plan = self.add_item(sub["id"], price, period_end)
+        self.plan_items[sub["id"]] = plan["id"]
+        for addon in addons:
+            self.add_item(sub["id"], addon, period_end, first=addons_first)
+        self.emit("customer.subscription.created", sub)
+        return copy.deepcopy(sub)
+
+    def put_subscription(self, sub: JSON, plan_item: str | None) -> None:
+        if sub["id"] not in self.subscriptions:
+            self._remember(sub["id"])
+            self.revisions[sub["id"]] = 0
+        self.subscriptions[sub["id"]] = copy.deepcopy(sub)
+        self.plan_items[sub["id"]] = plan_item or sub["items"]["data"][0]["id"]
+        self.bump(sub["id"])
+
+    def add_item(self, sub_id: str, price_id: str, period_end: int, first: bool = False) -> JSON:
+        sub = self._sub(sub_id)
+        now = int(time.time())
         item: JSON = {
             "id": new_id("si"),
             "object": "subscription_item",
@@ -214,16 +166,14 @@ class StripeState:
             "current_period_start": now,
             "current_period_end": period_end,
             "metadata": {},
-            "price": {},
+            "price": self.price(price_id, f"items[{len(sub['items']['data'])}][price]"),
             "quantity": 1,
-            "subscription": sub["id"],
+            "subscription": sub_id,
         }
-        sub["items"]["data"].append(item)
-        self.subscriptions[sub["id"]] = sub
-        self._remember(sub["id"])
-        self.revisions[sub["id"]] = 1
-        self.set_item_price(sub["id"], item["id"], price)
-        return copy.deepcopy(sub)
+        items: list[JSON] = sub["items"]["data"]
+        items.insert(0 if first else len(items), item)
+        sub["items"]["total_count"] = len(items)
+        return item
 
     def subscription(self, sub_id: str) -> JSON:
         return copy.deepcopy(self._sub(sub_id))
@@ -234,25 +184,30 @@ class StripeState:
         return self.subscriptions[sub_id]
 
     def set_item_price(self, sub_id: str, item_id: str | None, price_id: str) -> None:
-        """Point one item (the first when ``item_id`` is None) at ``price_id``; no bump."""
+        """Point one item (the plan item when ``item_id`` is None) at ``price_id``; no bump."""
         sub = self._sub(sub_id)
-        items: list[JSON] = sub["items"]["data"]
-        matches = [item for item in items if item_id in (None, item["id"])]
+        wanted = item_id or self.plan_items.get(sub_id)
+        matches = [item for item in sub["items"]["data"] if item["id"] == wanted]
         if not matches:
             raise missing("subscription_item", str(item_id), "items[0][id]")
         matches[0]["price"] = self.price(price_id, "items[0][price]")
 
     def change_subscription(self, sub_id: str, **changes: Any) -> JSON:
-        """Apply changes as the dashboard would; ``price`` and ``current_period_end`` also
-        reach the first item, ``metadata`` replaces. Unknown fields raise ``KeyError``."""
+        """Apply changes as the dashboard would; ``price`` changes the plan item,
+        ``current_period_end`` every item, ``metadata`` replaces; ``cancel_at_period_end``
+        also sets or clears ``cancel_at`` (as Stripe does). Unknown fields raise KeyError."""
         sub = self._sub(sub_id)
         for key, value in changes.items():
             if key == "price":
                 self.set_item_price(sub_id, None, value)
             elif key == "current_period_end":
-                sub[key] = sub["items"]["data"][0][key] = value
+                for item in sub["items"]["data"]:
+                    item[key] = value
             elif key == "metadata":
                 sub[key] = dict(value)
+            elif key == "cancel_at_period_end":
+                sub[key] = bool(value)
+                sub["cancel_at"] = self.period_end(sub_id) if value else None
             elif key in sub and key not in ("id", "object", "items"):
                 sub[key] = value
             else:
@@ -260,7 +215,15 @@ class StripeState:
         if changes.get("status") in ENDED_STATUSES and sub["canceled_at"] is None:
             sub["canceled_at"] = sub["ended_at"] = int(time.time())
         self.bump(sub_id)
+        ended = changes.get("status") in ENDED_STATUSES
+        self.emit(f"customer.subscription.{'deleted' if ended else 'updated'}", sub)
         return copy.deepcopy(sub)
+
+    def period_end(self, sub_id: str) -> int:
+        sub = self._sub(sub_id)
+        plan = self.plan_items.get(sub_id)
+        items = [i for i in sub["items"]["data"] if i["id"] == plan] or sub["items"]["data"]
+        return int(items[0]["current_period_end"])
 
     def cancel_subscription(self, sub_id: str) -> JSON:
         sub = self._sub(sub_id)

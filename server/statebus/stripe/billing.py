@@ -1,0 +1,186 @@
+"""`POST /v1/billing/checkout | portal | cancel | resume`: the flows a SaaS needs.
+
+Cancel and resume work like the upgrade (upgrade.py): inside one database transaction,
+under the subscription's and customer's locks, they change the subscription in Stripe
+and write what Stripe answered before the locks are released, so the answer is the new
+envelope and the webhook that follows writes nothing. Checkout and portal only create a
+Stripe session and answer its URL; the checkout's webhook links and writes the rest.
+Error messages are statebus's own: Stripe's text and ids never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import stripe
+from asyncpg import Record
+from starlette.requests import Request
+from starlette.responses import Response
+
+from statebus import sqlfiles
+from statebus.auth import Principal
+from statebus.http import HTTPError, authenticate, json_response, read_body
+from statebus.runtime import runtime
+from statebus.states import read_state
+from statebus.stripe import store
+from statebus.stripe.client import StripeGateway, idempotency_key
+from statebus.stripe.facts import ENDED_STATUSES, SubscriptionFacts
+from statebus.stripe.messages import PlanRequest, UrlAnswer, plan_decoder
+
+log = logging.getLogger("statebus.stripe")
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+def gateway_of(request: Request) -> StripeGateway:
+    service = runtime(request).stripe
+    if service is None:
+        raise HTTPError(503, "stripe_not_configured", "Stripe is not configured on this server")
+    return service.gateway
+
+
+def stripe_failed(exc: stripe.StripeError) -> HTTPError:
+    """502 in statebus's words; a card decline's own message is meant for the customer."""
+    log.warning("Stripe call failed: %s %s", type(exc).__name__, exc.code or "")
+    message = "Stripe did not accept the change; nothing was changed"
+    if isinstance(exc, stripe.CardError) and exc.user_message:
+        message = exc.user_message
+    return HTTPError(502, "stripe_failed", message)
+
+
+async def plan_request(request: Request) -> PlanRequest:
+    try:
+        return plan_decoder.decode(await read_body(request, MAX_BODY_BYTES))
+    except msgspec.DecodeError as exc:
+        raise HTTPError(400, "bad_request", f'send {{"plan": "<code>"}}: {exc}') from None
+
+
+async def plan_price(request: Request, plan: str) -> str:
+    row = await runtime(request).pool.fetchrow(sqlfiles.queries()["stripe_plan_price"], plan)
+    if row is None or row["stripe_price_id"] is None:
+        raise HTTPError(404, "unknown_plan", f"no plan {plan!r} sold through Stripe")
+    price: str = row["stripe_price_id"]
+    return price
+
+
+def live_subscription(local: Record | None) -> str | None:
+    """The Stripe subscription the user's row shows, unless there is none or it ended."""
+    if local is None or local["stripe_subscription_id"] is None:
+        return None
+    if local["status"] in ENDED_STATUSES:
+        return None
+    sub_id: str = local["stripe_subscription_id"]
+    return sub_id
+
+
+def return_url(request: Request, outcome: str | None = None) -> str:
+    base = str(request.base_url)
+    return f"{base}?checkout={outcome}" if outcome else base
+
+
+# -- cancel and resume -------------------------------------------------------------------
+
+Change = Callable[[SubscriptionFacts], dict[str, Any] | None]  # None: Stripe has it already
+
+
+async def change_subscription(
+    request: Request, principal: Principal, source: store.Source, change: Change
+) -> Response:
+    rt = runtime(request)
+    gateway = gateway_of(request)
+    user_id = principal.user_id
+    q = sqlfiles.queries()
+    async with rt.pool.acquire() as conn, conn.transaction():
+        sub_id = live_subscription(await conn.fetchrow(q["stripe_local_subscription"], user_id))
+        if sub_id is None:
+            raise HTTPError(409, "no_subscription", "this user has no live subscription")
+        version: int = await conn.fetchval(q["stripe_user_version"], user_id)
+        try:
+            await store.lock(conn, sub_id, None)
+            current = await gateway.subscription(sub_id)
+            await store.lock(conn, None, current.customer)
+            facts, params = current, change(current)
+            if params is not None:
+                key = idempotency_key(source, user_id, sub_id, sorted(params.items()), version)
+                facts, replayed = await gateway.update(sub_id, params, key)
+                if replayed:  # an old answer for this key may be stale: read the truth
+                    facts = await gateway.subscription(sub_id)
+            await store.write_subscription(conn, facts, source, gateway.subscription_or_none)
+        except stripe.StripeError as exc:
+            raise stripe_failed(exc) from None
+    return json_response(await read_state(rt.pool, user_id))
+
+
+def _cancel(facts: SubscriptionFacts) -> dict[str, Any] | None:
+    if facts.cancel_at_period_end or facts.cancel_at is not None:
+        return None  # already ends
+    return {"cancel_at_period_end": True}
+
+
+def _resume(facts: SubscriptionFacts) -> dict[str, Any] | None:
+    if facts.cancel_at_period_end:
+        return {"cancel_at_period_end": False}
+    if facts.cancel_at is not None:  # flexible billing mode schedules its end with cancel_at
+        return {"cancel_at": ""}  # "" unsets a field in Stripe's form encoding
+    return None
+
+
+async def cancel(request: Request) -> Response:
+    gateway_of(request)
+    return await change_subscription(request, await authenticate(request), "cancel", _cancel)
+
+
+async def resume(request: Request) -> Response:
+    gateway_of(request)
+    return await change_subscription(request, await authenticate(request), "resume", _resume)
+
+
+# -- checkout and portal ------------------------------------------------------------------
+
+
+async def checkout(request: Request) -> Response:
+    rt = runtime(request)
+    gateway = gateway_of(request)
+    user_id = (await authenticate(request)).user_id
+    wanted = await plan_request(request)
+    price = await plan_price(request, wanted.plan)
+    q = sqlfiles.queries()
+    if live_subscription(await rt.pool.fetchrow(q["stripe_local_subscription"], user_id)):
+        raise HTTPError(409, "has_subscription", "this user has a subscription: upgrade it")
+    customer: str | None = await rt.pool.fetchval(q["stripe_customer_for_user"], user_id)
+    params: dict[str, Any] = {
+        "mode": "subscription",
+        "line_items": [{"price": price, "quantity": 1}],
+        "client_reference_id": user_id,
+        "success_url": return_url(request, "success"),
+        "cancel_url": return_url(request, "cancel"),
+        "metadata": {"user_id": user_id},
+        "subscription_data": {"metadata": {"user_id": user_id}},
+    }
+    if customer is not None:
+        params["customer"] = customer
+    version: int = await rt.pool.fetchval(q["stripe_user_version"], user_id)
+    key = idempotency_key("checkout", user_id, price, customer, version)
+    try:
+        url = await gateway.checkout_url(params, key)
+    except stripe.StripeError as exc:
+        raise stripe_failed(exc) from None
+    return json_response(UrlAnswer(url))
+
+
+async def portal(request: Request) -> Response:
+    rt = runtime(request)
+    gateway = gateway_of(request)
+    user_id = (await authenticate(request)).user_id
+    q = sqlfiles.queries()
+    customer: str | None = await rt.pool.fetchval(q["stripe_customer_for_user"], user_id)
+    if customer is None:
+        raise HTTPError(409, "no_customer", "this user has no Stripe customer yet")
+    try:
+        url = await gateway.portal_url(customer, return_url(request))
+    except stripe.StripeError as exc:
+        raise stripe_failed(exc) from None
+    return json_response(UrlAnswer(url))
