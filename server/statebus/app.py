@@ -10,7 +10,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from statebus import config, routes
+from statebus import config, public, routes
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.hub import Hub
@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/statebus.js", routes.static_file),
             Route("/demo.js", routes.static_file),
             Route("/demo.css", routes.static_file),
+            Route("/statebus.d.ts", routes.static_file),
+            Route("/v1/config", public.config),
             *stripe_routes(),
         ],
         exception_handlers={routes.HTTPError: routes.http_error_handler},
