@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/", routes.index),
             Route("/statebus.js", routes.static_file),
             Route("/demo.js", routes.static_file),
+            Route("/demo-words.js", routes.static_file),
             Route("/demo.css", routes.static_file),
             Route("/statebus.d.ts", routes.static_file),
             Route("/v1/config", public.config),
