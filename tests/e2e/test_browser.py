@@ -36,7 +36,9 @@ async def set_plan(conn: asyncpg.Connection, plan: str) -> int:
 async def expect_shows(page: Page, plan: str, version: int, *, timeout: int = T) -> None:
     await expect(page.get_by_test_id("plan-code")).to_have_text(plan, timeout=timeout)
     await expect(page.get_by_test_id("version")).to_have_text(str(version), timeout=timeout)
-    await expect(page.get_by_test_id("status")).to_have_attribute("data-status", "live", timeout=timeout)
+    await expect(page.get_by_test_id("status")).to_have_attribute(
+        "data-status", "live", timeout=timeout
+    )
 
 
 async def sockets_opened(*pages: Page) -> int:
@@ -47,7 +49,9 @@ async def sockets_opened(*pages: Page) -> int:
 async def leader_and_follower(a: Page, b: Page) -> tuple[Page, Page]:
     """Both pages live, exactly one of them leader (checked in the DOM and in the store)."""
     for page in (a, b):
-        await expect(page.get_by_test_id("status")).to_have_attribute("data-status", "live", timeout=T)
+        await expect(page.get_by_test_id("status")).to_have_attribute(
+            "data-status", "live", timeout=T
+        )
         await expect(page.get_by_test_id("role")).to_have_text(
             re.compile("^(leader|follower)$"), timeout=T
         )

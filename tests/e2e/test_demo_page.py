@@ -56,7 +56,11 @@ async def open_with(tabs: Tabs, fragment: str) -> Page:
 
 
 async def test_sources_stale_state_and_recovery_across_a_restart(
-    stripe_tabs: Tabs, app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe, tmp_path: Path
+    stripe_tabs: Tabs,
+    app: RunningServer,
+    conn: asyncpg.Connection,
+    fake: FakeStripe,
+    tmp_path: Path,
 ) -> None:
     await seed_subscriber(conn, fake, USER)
     await conn.execute(
