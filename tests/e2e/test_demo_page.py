@@ -176,3 +176,29 @@ async def test_token_problems_say_who_decided(
     await expect(hint).not_to_contain_text(never)
     await expect(page.get_by_test_id("role")).to_be_hidden()
     await expect(page.get_by_test_id("status")).to_have_attribute("data-status", "unauthorized")
+
+
+async def test_buttons_follow_the_subscription_and_its_end_date(
+    stripe_tabs: Tabs, conn: asyncpg.Connection, fake: FakeStripe
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    page = await stripe_tabs.open(USER)
+    await expect_shows(page, "glow_up", 1)
+    await expect(page.get_by_test_id("upgrade-viral_surge")).to_be_enabled(timeout=T)
+    await expect(page.get_by_test_id("cancel")).to_be_visible()
+    await expect(page.get_by_test_id("portal")).to_be_visible()
+    await expect(page.get_by_test_id("cancel-at-period-end")).to_have_text("Renews")
+
+    await conn.execute(
+        "UPDATE user_subscriptions SET cancel_at_period_end = true WHERE user_id = $1", USER
+    )
+    await expect_shows(page, "glow_up", 2)
+    await expect(page.get_by_test_id("cancel-at-period-end")).to_contain_text("Ends on")
+    await expect(page.get_by_test_id("resume")).to_be_visible()
+    await expect(page.get_by_test_id("cancel")).to_have_count(0)
+
+    await conn.execute("UPDATE user_subscriptions SET status = 'canceled' WHERE user_id = $1", USER)
+    await expect_shows(page, "glow_up", 3)
+    for plan in ("glow_up", "viral_surge"):
+        await expect(page.get_by_test_id(f"checkout-{plan}")).to_be_enabled(timeout=T)
+    await expect(page.get_by_test_id("upgrade-viral_surge")).to_have_count(0)
