@@ -76,15 +76,23 @@ function start(pasted = null) {
   render(store.getSnapshot());
 
   const exp = decodeJwt(token)?.exp;
-  $("token-exp").textContent = exp ? `Token expires ${new Date(exp * 1000).toLocaleString()}` : "";
-  loadConfig();
+  const expired = exp && exp * 1000 < Date.now();
+  $("token-exp").textContent = exp ? `Token ${expired ? "expired" : "expires"} ${new Date(exp * 1000).toLocaleString()}` : "";
+  if (!config) {
+    configAsked = false;
+    loadConfig();
+  }
 }
 
+let configAsked = false;
+
 async function loadConfig() {
+  if (configAsked) return;
+  configAsked = true;
   try {
     const res = await fetch("/v1/config", { cache: "no-store" });
     if (res.ok) config = await res.json();
-  } catch { /* server down: asked again when the connection is live */ }
+  } catch { /* server down: asked again when the connection comes back */ }
   if (lastSnap) renderActions(lastSnap);
 }
 
@@ -202,7 +210,10 @@ function render(snap) {
     changes.unshift({ version: snap.version, source: snap.source, committed_at: snap.committed_at });
     changes.length = Math.min(changes.length, MAX_CHANGES);
   }
-  if (live && !config) loadConfig();
+  if (!config && live && previous?.status !== "live") {
+    configAsked = false; // connected (again): the server answers now
+    loadConfig();
+  }
 
   renderTimes(snap);
   if (snap.status === "unauthorized") showTokenBox(tokenText(snap.error));
@@ -275,6 +286,7 @@ function renderState(state) {
 /** Why actions are off right now, or "" when they may be used. */
 function actionsOff(snap) {
   if (following) return "Billing actions are off while following another user.";
+  if (snap.status === "unauthorized" || snap.status === "forbidden") return "Billing actions need a token the server accepts.";
   if (snap.status !== "live") return "Billing actions are paused until the connection is back.";
   if (!config) return "Checking whether billing is set up…";
   if (!config.stripe) return "Billing is not set up on this server (STRIPE_API_KEY is not set), so plans cannot be changed here.";
@@ -302,6 +314,8 @@ function buttonsFor(state) {
 }
 
 function renderActions(snap) {
+  // Nothing known about the user yet (no cache, no answer): no buttons to offer.
+  $("actions").hidden = snap.version === null;
   const off = actionsOff(snap);
   $("billing-note").hidden = !off;
   $("billing-note").textContent = off;
