@@ -202,3 +202,21 @@ async def test_buttons_follow_the_subscription_and_its_end_date(
     for plan in ("glow_up", "viral_surge"):
         await expect(page.get_by_test_id(f"checkout-{plan}")).to_be_enabled(timeout=T)
     await expect(page.get_by_test_id("upgrade-viral_surge")).to_have_count(0)
+
+
+async def test_a_network_failure_message_goes_once_the_connection_is_back(
+    stripe_tabs: Tabs, app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    page = await stripe_tabs.open(USER)
+    await expect_shows(page, "glow_up", 1)
+    await page.route("**/v1/billing/upgrade", lambda route: route.abort())
+    await page.get_by_test_id("upgrade-viral_surge").click()
+    error = page.get_by_test_id("error")
+    await expect(error).to_contain_text("could not be reached", timeout=T)
+    await expect(error).to_have_attribute("data-version", "1")
+
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, app.restart)
+    await expect_shows(page, "glow_up", 1, timeout=SLOW)
+    await expect(error).to_be_hidden(timeout=T)  # same version, but the failure is moot now
