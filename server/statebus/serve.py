@@ -10,6 +10,7 @@ import socket
 import asyncpg
 import uvicorn
 
+from statebus import sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
@@ -40,10 +41,15 @@ def uvicorn_config(
     )
 
 
-async def apply_migrations(dsn: str, *, demo: bool) -> None:
+async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
+    """Migrates; with `demo`, seeds and returns the demo user's current plan."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, demo=demo)
+        if not demo:
+            return None
+        plan: str | None = await conn.fetchval(sqlfiles.queries()["demo_user_plan"], DEMO_USER)
+        return plan
     finally:
         await conn.close()
 
@@ -96,25 +102,27 @@ def serve(
     # the embedded PostgreSQL running; this one unwinds, so it is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database_url(settings) as dsn:
-        asyncio.run(apply_migrations(dsn, demo=demo))
+        plan = asyncio.run(apply_migrations(dsn, demo=demo))
         if demo:
-            print_demo_banner(settings, host, port)
+            print_demo_banner(settings, host, port, plan)
         Server(uvicorn_config(settings, dsn, host, port, log_level=log_level)).run()
     return 0
 
 
-def print_demo_banner(settings: Settings, host: str, port: int) -> None:
+def print_demo_banner(settings: Settings, host: str, port: int, plan: str | None) -> None:
     if settings.jwt_secret is None:
         print("demo: tokens come from your identity provider (STATEBUS_JWKS_URL)")
         return
     token = issue_token(settings.jwt_secret, DEMO_USER, ttl=24 * 3600)
     url = f"http://{host}:{port}/"
+    # The database's plan, not the seed's: the demo data may have been changed since.
+    other = "glow_up" if plan == "viral_surge" else "viral_surge"
     print(
         "\nstatebus demo\n"
-        f"  user:   {DEMO_USER} (plan glow_up)\n"
+        f"  user:   {DEMO_USER} (plan {plan or 'none'})\n"
         f"  token:  {token}\n"
-        f"  page:   {url}#token={token}\n"
-        "  psql:   statebus psql -c \"UPDATE user_subscriptions SET plan = 'viral_surge'"
+        f"  page:   {url}#token={token}   (open it in two tabs)\n"
+        f"  psql:   statebus psql -c \"UPDATE user_subscriptions SET plan = '{other}'"
         f" WHERE user_id = '{DEMO_USER}'\"\n",
         flush=True,
     )
