@@ -10,7 +10,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from statebus import config, routes
+from statebus import config, public, routes
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.http import HTTPError, http_error_handler
@@ -77,7 +77,10 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/", routes.index),
             Route("/statebus.js", routes.static_file),
             Route("/demo.js", routes.static_file),
+            Route("/demo-words.js", routes.static_file),
             Route("/demo.css", routes.static_file),
+            Route("/statebus.d.ts", routes.static_file),
+            Route("/v1/config", public.config),
             *stripe_routes(),
         ],
         exception_handlers={HTTPError: http_error_handler},

@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--demo", action="store_true", help="seed demo data and print a token")
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="warning (default) is quiet; debug adds the embedded PostgreSQL's output",
+    )
 
     migrate_cmd = commands.add_parser("migrate", help="apply migrations")
     migrate_cmd.add_argument("--demo", action="store_true", help="also seed the demo data")
@@ -77,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from statebus.serve import serve
 
         try:
-            return serve(settings, host=args.host, port=args.port, demo=args.demo)
+            return serve(
+                settings, host=args.host, port=args.port, demo=args.demo, log_level=args.log_level
+            )
         except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
             return 130
     if args.command == "reconcile":

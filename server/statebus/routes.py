@@ -14,6 +14,7 @@ from statebus.runtime import runtime
 from statebus.states import read_state
 
 STATIC = Path(__file__).parent / "static"
+MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "ts": "application/typescript"}
 
 
 async def healthz(_request: Request) -> Response:
@@ -59,7 +60,8 @@ async def index(_request: Request) -> Response:
 
 
 async def static_file(request: Request) -> Response:
-    """statebus.js and the demo's own files; names never change, so always revalidate."""
+    """statebus.js, its TypeScript declarations and the demo's own files; names never
+    change, so always revalidate."""
     name = request.url.path.lstrip("/")
-    media = "text/javascript" if name.endswith(".js") else "text/css"
+    media = MEDIA_TYPES[name.rsplit(".", 1)[-1]]
     return FileResponse(STATIC / name, media_type=media, headers={"Cache-Control": "no-cache"})

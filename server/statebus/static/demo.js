@@ -1,27 +1,32 @@
 // The demo page: one store, one render function, no framework.
-// Everything the page shows comes from store.getSnapshot(); the upgrade button
-// only POSTs, and the new plan arrives like any other change, over the socket.
+// Everything the page shows about the user comes from store.getSnapshot(); billing
+// buttons only POST, and the result arrives like any other change, over the socket.
+// The page must never lie: data from a dead connection is marked stale, actions are
+// off while not live, and every message names the version it describes and goes away
+// when a newer one is shown.
 import { connect, decodeJwt } from "/statebus.js";
+import {
+  STATUS_LABEL, ago, billingError, connectionText, networkError, provenance, sourceLabel, tokenText,
+} from "/demo-words.js";
 
 const TOKEN_KEY = "statebus:demo:token";
 const USER_KEY = "statebus:demo:user_id";
 const KNOWN_KEYS = new Set(["plan", "subscription", "billing", "usage", "system"]);
-const STATUS_TEXT = {
-  unauthorized: "The server rejected the token.",
-  forbidden: "This token may not follow this user.",
-  too_many: "Too many open connections for this user; trying again in a minute.",
-  offline: "You are offline; reconnecting when the network is back.",
-};
-const PLAN_LABELS = { glow_up: "Glow Up", viral_surge: "Viral Surge" };
+const ENDED = new Set(["canceled", "incomplete_expired"]); // no live subscription: offer checkout
+const MAX_CHANGES = 8;
 
 const $ = (id) => document.getElementById(id);
 let store = null;
 let token = null;
+let following = null; // admins: the user followed, when not the token's own
 let lastSnap = null;
+let config = null; // GET /v1/config: {stripe, stripe_webhook, plans}; null until known
+let message = null; // {kind: "result"|"error", text, version, clearOnLive}
+let inFlight = null; // the action being sent
+const changes = []; // versions this tab has shown: {version, source, committed_at}
 
 // --- token: from #token=... once, then sessionStorage (per tab, gone with the tab) ---
 
-// Returns [token, userId] from the fragment (userId: admins following someone).
 function takeTokenFromUrl() {
   const params = new URLSearchParams(location.hash.slice(1));
   const found = [params.get("token"), params.get("user_id")];
@@ -54,16 +59,41 @@ function start(pasted = null) {
   if (!token) return showTokenBox();
 
   store?.close();
+  message = null;
+  changes.length = 0;
   $("token-box").hidden = true;
   $("app").hidden = false;
   $("indicators").hidden = false;
+  const sub = decodeJwt(token)?.sub ?? null;
+  following = userId && userId !== sub ? userId : null;
+  $("admin-banner").hidden = !following;
+  $("admin-banner").textContent = following
+    ? `Following user ${following} as admin (signed in as ${sub ?? "unknown"}). Billing actions are off: they would act on your own account, not on this user's.`
+    : "";
   store = connect({ url: "/v1/ws", getToken: async () => token, userId: userId || undefined });
   window.statebusStore = store;
   store.subscribe(() => render(store.getSnapshot()));
   render(store.getSnapshot());
 
   const exp = decodeJwt(token)?.exp;
-  $("token-exp").textContent = exp ? `Token expires ${new Date(exp * 1000).toLocaleString()}` : "";
+  const expired = exp && exp * 1000 < Date.now();
+  $("token-exp").textContent = exp ? `Token ${expired ? "expired" : "expires"} ${new Date(exp * 1000).toLocaleString()}` : "";
+  if (!config) {
+    configAsked = false;
+    loadConfig();
+  }
+}
+
+let configAsked = false;
+
+async function loadConfig() {
+  if (configAsked) return;
+  configAsked = true;
+  try {
+    const res = await fetch("/v1/config", { cache: "no-store" });
+    if (res.ok) config = await res.json();
+  } catch { /* server down: asked again when the connection comes back */ }
+  if (lastSnap) renderActions(lastSnap);
 }
 
 $("token-form").addEventListener("submit", (ev) => {
@@ -100,13 +130,25 @@ function fmtNumber(n) {
   return typeof n === "number" ? n.toLocaleString() : n === null ? "unlimited" : JSON.stringify(n);
 }
 
+function fmtDay(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+}
+
 function fmtDate(iso) {
   if (!iso) return null;
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
   const days = Math.round((d - Date.now()) / 86_400_000);
   const rel = days === 0 ? "today" : days > 0 ? `in ${days} day${days === 1 ? "" : "s"}` : `${-days} day${days === -1 ? "" : "s"} ago`;
-  return `${d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })} (${rel})`;
+  return `${fmtDay(iso)} (${rel})`;
+}
+
+/** When the subscription stops renewing, or null: cancel_at wins, else period end. */
+function endsOn(sub) {
+  if (sub?.cancel_at) return sub.cancel_at;
+  if (sub?.cancel_at_period_end) return sub.current_period_end || "period end";
+  return null;
 }
 
 function fillTable(id, rows) {
@@ -131,7 +173,7 @@ function usageCell(used, limit) {
   const wrap = document.createElement("div");
   wrap.className = "usage";
   const label = document.createElement("span");
-  label.textContent = typeof limit === "number" ? `${fmtNumber(used)} / ${fmtNumber(limit)}` : `${fmtNumber(used)} / ∞`;
+  label.textContent = `${fmtNumber(used)} / ${typeof limit === "number" ? fmtNumber(limit) : "∞"}`;
   wrap.append(label);
   if (typeof limit === "number" && limit > 0 && typeof used === "number") {
     const bar = document.createElement("span");
@@ -148,34 +190,73 @@ function usageCell(used, limit) {
 }
 
 function render(snap) {
-  if (snap === lastSnap) return;
+  const previous = lastSnap;
   lastSnap = snap;
+  const live = snap.status === "live";
   document.body.dataset.status = snap.status;
-  text("status", snap.status);
+  text("status", STATUS_LABEL[snap.status] ?? snap.status);
+  $("status").dataset.status = snap.status;
+  $("role").hidden = !live;
   text("role", snap.leader ? "leader" : "follower");
   $("role").classList.toggle("leader", snap.leader);
   text("version", snap.version);
   text("user-id", snap.user_id);
 
-  const why = STATUS_TEXT[snap.status];
-  const detail = snap.error && snap.status !== "live" ? `${snap.error.code}: ${snap.error.message}` : "";
-  const err = why ? (detail ? `${why} (${detail})` : why) : detail;
-  $("conn-error").hidden = !err;
-  $("conn-error").textContent = err;
-  if (snap.status === "unauthorized") {
-    showTokenBox("The token was rejected or has expired. Paste a new one.");
+  // A message about an older version, or a network failure the reconnect has made
+  // moot, is no longer true of what the page shows: drop it.
+  if (message && snap.version !== null && message.version < snap.version) message = null;
+  if (message?.clearOnLive && live && previous && previous.status !== "live") message = null;
+  if (snap.version !== null && snap.version !== changes[0]?.version) {
+    changes.unshift({ version: snap.version, source: snap.source, committed_at: snap.committed_at });
+    changes.length = Math.min(changes.length, MAX_CHANGES);
   }
+  if (!config && live && previous?.status !== "live") {
+    configAsked = false; // connected (again): the server answers now
+    loadConfig();
+  }
+
+  renderTimes(snap);
+  if (snap.status === "unauthorized") showTokenBox(tokenText(snap.error));
 
   const state = snap.state;
   const known = snap.version !== null; // null: nothing cached and no answer yet
   $("empty").hidden = !(known && state === null);
   $("plan-card").hidden = !(state && typeof state === "object");
-  if (!state || typeof state !== "object") {
-    $("other").hidden = true;
-    updateButtons(null);
-    return;
-  }
+  $("plan-card").classList.toggle("stale", known && !live);
+  renderChanges();
+  if (state && typeof state === "object") renderState(state);
+  else $("other").hidden = true;
+  renderActions(snap);
+}
 
+/** The parts that depend on the clock: ticked every second. */
+function renderTimes(snap) {
+  const now = Date.now();
+  text("provenance", provenance(snap, now));
+  const err = connectionText(snap, now);
+  $("conn-error").hidden = !err;
+  if ($("conn-error").textContent !== err) $("conn-error").textContent = err;
+  const stale = snap.version !== null && snap.status !== "live";
+  $("stale").hidden = !stale;
+  const staleText = stale
+    ? `Not live: this is version ${snap.version} as last received${snap.committed_at ? ` (committed ${ago(snap.committed_at, now)})` : ""}; it may have changed since.`
+    : "";
+  if ($("stale").textContent !== staleText) $("stale").textContent = staleText;
+}
+
+function renderChanges() {
+  $("changes-card").hidden = changes.length === 0;
+  $("changes").replaceChildren(...changes.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.version = c.version;
+    const when = c.committed_at ? new Date(c.committed_at).toLocaleTimeString() : null;
+    li.textContent = [`v${c.version}`, sourceLabel(c.source) ?? (c.version === 0 ? "no changes yet" : null), when]
+      .filter(Boolean).join(" · ");
+    return li;
+  }));
+}
+
+function renderState(state) {
   const plan = state.plan || {};
   const sub = state.subscription || {};
   text("plan-name", plan.name);
@@ -184,9 +265,9 @@ function render(snap) {
   $("sub-status").dataset.value = sub.status || "none";
   text("period-end", fmtDate(sub.current_period_end));
   $("period-end").title = sub.current_period_end || "";
-  text("cancel-at-period-end", sub.cancel_at_period_end === undefined ? null
-    : sub.cancel_at_period_end ? "Cancels" : "Renews");
-  $("cancel-at-period-end").classList.toggle("warn", sub.cancel_at_period_end === true);
+  const ends = endsOn(sub);
+  text("cancel-at-period-end", state.subscription ? (ends ? `Ends on ${fmtDay(ends)}` : "Renews") : null);
+  $("cancel-at-period-end").classList.toggle("warn", Boolean(ends));
   const onboarded = state.system?.onboarding_completed;
   text("onboarding", onboarded === undefined ? null : onboarded ? "✓ Completed" : "Not completed");
 
@@ -198,54 +279,111 @@ function render(snap) {
   const other = Object.fromEntries(Object.entries(state).filter(([k]) => !KNOWN_KEYS.has(k)));
   $("other").hidden = Object.keys(other).length === 0;
   $("other-data").textContent = JSON.stringify(other, null, 2);
-  updateButtons(plan.code);
 }
 
-// --- upgrade ------------------------------------------------------------------------
+// --- billing actions -----------------------------------------------------------------
 
-let inFlight = false;
+/** Why actions are off right now, or "" when they may be used. */
+function actionsOff(snap) {
+  if (following) return "Billing actions are off while following another user.";
+  if (snap.status === "unauthorized" || snap.status === "forbidden") return "Billing actions need a token the server accepts.";
+  if (snap.status !== "live") return "Billing actions are paused until the connection is back.";
+  if (!config) return "Checking whether billing is set up…";
+  if (!config.stripe) return "Billing is not set up on this server (STRIPE_API_KEY is not set), so plans cannot be changed here.";
+  return "";
+}
 
-function updateButtons(currentPlan) {
-  for (const btn of document.querySelectorAll("button[data-plan]")) {
-    btn.hidden = btn.dataset.plan === currentPlan;
-    btn.disabled = inFlight;
+/** The buttons that fit this subscription: checkout without a live one; else plan
+ * changes, cancel or resume, and the billing portal. */
+function buttonsFor(state) {
+  const plans = config?.plans ?? [];
+  const sub = state?.subscription;
+  const current = state?.plan?.code;
+  if (!sub || ENDED.has(sub.status)) {
+    return plans.map((p) => ({ action: "checkout", plan: p.code, label: `Subscribe to ${p.name}`, id: `checkout-${p.code}` }));
+  }
+  const rank = plans.find((p) => p.code === current)?.rank ?? -1;
+  const out = plans.filter((p) => p.code !== current).map((p) => ({
+    action: "upgrade", plan: p.code, id: `upgrade-${p.code}`, primary: p.rank > rank,
+    label: p.rank > rank ? `Upgrade to ${p.name}` : `Switch to ${p.name}`,
+  }));
+  if (endsOn(sub)) out.push({ action: "resume", label: "Keep my subscription", id: "resume" });
+  else out.push({ action: "cancel", label: "Cancel at period end", id: "cancel" });
+  out.push({ action: "portal", label: "Manage billing", id: "portal" });
+  return out;
+}
+
+function renderActions(snap) {
+  // Nothing known about the user yet (no cache, no answer): no buttons to offer.
+  $("actions").hidden = snap.version === null;
+  const off = actionsOff(snap);
+  $("billing-note").hidden = !off;
+  $("billing-note").textContent = off;
+  const wanted = buttonsFor(snap.state);
+  const key = wanted.map((b) => b.id).join(",");
+  if ($("buttons").dataset.key !== key) {
+    $("buttons").dataset.key = key;
+    $("buttons").replaceChildren(...wanted.map((b) => {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.textContent = b.label;
+      btn.dataset.testid = b.id;
+      btn.dataset.label = b.label;
+      if (b.primary) btn.className = "primary";
+      btn.addEventListener("click", () => act(b.action, b.plan, btn));
+      return btn;
+    }));
+  }
+  for (const btn of $("buttons").querySelectorAll("button")) {
+    btn.disabled = Boolean(off) || inFlight !== null;
+    btn.textContent = inFlight === btn ? "Working…" : btn.dataset.label;
+  }
+  for (const kind of ["result", "error"]) {
+    const el = $(kind);
+    const show = message?.kind === kind;
+    el.hidden = !show;
+    el.textContent = show ? message.text : "";
+    if (show) el.dataset.version = message.version;
+    else delete el.dataset.version;
   }
 }
 
-async function upgrade(plan, button) {
-  if (inFlight) return;
-  inFlight = true;
-  const label = button.textContent;
-  button.textContent = "Working…";
-  updateButtons(lastSnap?.state?.plan?.code);
-  $("error").hidden = true;
-  $("upgrade-result").hidden = true;
+function done(action, body) {
+  const v = body?.version;
+  if (action === "upgrade") return `Done: now on ${body?.state?.plan?.name ?? "the new plan"} (version ${v}).`;
+  if (action === "cancel") return `Done: the subscription ends on ${fmtDay(endsOn(body?.state?.subscription) ?? "period end")} (version ${v}).`;
+  return `Done: the subscription renews again (version ${v}).`;
+}
+
+async function act(action, plan, button) {
+  if (inFlight || actionsOff(lastSnap)) return;
+  const asOf = lastSnap.version ?? 0;
+  inFlight = button;
+  message = null;
+  renderActions(lastSnap);
   try {
-    const res = await fetch("/v1/billing/upgrade", {
+    const res = await fetch(`/v1/billing/${action}`, {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ plan }),
+      body: plan ? JSON.stringify({ plan }) : "{}",
     });
     const body = await res.json().catch(() => null);
     if (!res.ok) {
-      const what = body?.error ? `${body.error}: ${body.message ?? ""}` : res.statusText;
-      throw new Error(`Upgrade failed (${res.status}) ${what}`.trim());
+      message = { kind: "error", text: billingError(action, res.status, body), version: asOf };
+    } else if (action === "checkout" || action === "portal") {
+      message = { kind: "result", text: `Opening Stripe ${action === "checkout" ? "Checkout" : "billing portal"}…`, version: asOf };
+      if (typeof body?.url === "string") location.assign(body.url);
+    } else if (Number.isInteger(body?.version) && body.version >= (lastSnap.version ?? 0)) {
+      // The socket may already show a newer version; then this message would be old news.
+      message = { kind: "result", text: done(action, body), version: body.version };
     }
-    $("upgrade-result").textContent =
-      `Done: now on ${body?.state?.plan?.name ?? PLAN_LABELS[plan] ?? plan} (version ${body?.version ?? "?"}).`;
-    $("upgrade-result").hidden = false;
-  } catch (e) {
-    $("error").textContent = e instanceof TypeError ? `Upgrade failed: network error (${e.message})` : e.message;
-    $("error").hidden = false;
+  } catch {
+    message = { kind: "error", text: networkError(action), version: asOf, clearOnLive: true };
   } finally {
-    inFlight = false;
-    button.textContent = label;
-    updateButtons(lastSnap?.state?.plan?.code);
+    inFlight = null;
+    render(lastSnap);
   }
 }
 
-for (const btn of document.querySelectorAll("button[data-plan]")) {
-  btn.addEventListener("click", () => upgrade(btn.dataset.plan, btn));
-}
-
+setInterval(() => lastSnap && renderTimes(lastSnap), 1000);
 start();

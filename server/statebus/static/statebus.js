@@ -13,8 +13,11 @@
 // lets a reconnecting socket resume, so reconnects can be blunt and still lose
 // nothing: the version check below is the only thing that keeps order.
 
+// Retry delays: the formula of statebus/backoff.py (exponential, bounded, full jitter),
+// with a wider window than the server's own loops because browsers come in thousands.
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 10_000;
+const EXPIRED_SKEW_S = 60; // a token this far past `exp` by our clock is not worth sending
 const MAX_AUTH_FAILURES = 3; // 4401s in a row (each with a fresh getToken()) before "unauthorized"
 const LIVE_TIMEOUT_MS = 15_000; // socket must answer auth by then (server allows 10 s for auth)
 const TOO_MANY_RETRY_MS = [30_000, 60_000]; // 4429: come back much later, never hammer
@@ -30,6 +33,13 @@ export function decodeJwt(token) {
   } catch {
     return null;
   }
+}
+
+/** Milliseconds before retry number `attempt` (1 for the first): uniform in
+ * [0, min(cap, base * 2 ** (attempt - 1))], exactly statebus/backoff.py's delay(). */
+export function backoffDelayMs(attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS) {
+  if (attempt < 1) return 0;
+  return Math.random() * Math.min(cap, base * 2 ** Math.min(attempt - 1, 62));
 }
 
 /** Relative URLs ("/v1/ws") resolve against the page; http(s) becomes ws(s). */
@@ -70,7 +80,13 @@ export function connect(options) {
   const debug = { socketsOpened: 0, messages: 0, reconnects: 0, tokenRefreshes: 0, peerMessages: 0 };
   // The snapshot is replaced, never mutated, and only when a field really
   // changes: useSyncExternalStore compares by identity and would loop otherwise.
-  let snap = Object.freeze({ status: "connecting", user_id: null, version: null, state: null, error: null, leader: false });
+  // `error` says why the status is not "live" and who decided: {code, message, origin}
+  // with origin "client" (this browser refused a token before sending it), "server"
+  // (the server's error frame or close code) or "network" (no answer at all).
+  let snap = Object.freeze({
+    status: "connecting", user_id: null, version: null, committed_at: null, source: null,
+    state: null, error: null, leader: false, retry_at: null,
+  });
 
   let closed = false;
   let key = null; // the user whose state this store shows: userId option, else token `sub`
@@ -82,7 +98,7 @@ export function connect(options) {
   let lockAbort = null;
   let ws = null;
   let pendingToken = null; // token already fetched and not yet sent (saves a getToken() call)
-  let attempt = 0; // consecutive failed connection attempts: drives the backoff
+  let attempt = 0; // failed connection attempts in a row: drives the backoff
   let authFailures = 0;
   let retryTimer = null;
   let refreshTimer = null;
@@ -109,7 +125,10 @@ export function connect(options) {
       if (!(authoritative && m.version < snap.version)) return null;
       console.warn(`statebus: server is at version ${m.version}, below our ${snap.version}; database reset?`);
     }
-    return { user_id: m.user_id, version: m.version, state: m.state ?? null };
+    return {
+      user_id: m.user_id, version: m.version, state: m.state ?? null,
+      committed_at: m.committed_at ?? null, source: m.source ?? null,
+    };
   }
 
   function loadCache() {
@@ -121,8 +140,12 @@ export function connect(options) {
 
   function saveCache() {
     try {
-      localStorage.setItem(storageKey, JSON.stringify({ user_id: snap.user_id, version: snap.version, state: snap.state }));
+      localStorage.setItem(storageKey, JSON.stringify(envelopeOf(snap)));
     } catch { /* private mode or a state over quota: the cache is only an optimisation */ }
+  }
+
+  function envelopeOf(s) {
+    return { user_id: s.user_id, version: s.version, committed_at: s.committed_at, source: s.source, state: s.state };
   }
 
   // --- tabs ----------------------------------------------------------------------
@@ -130,8 +153,9 @@ export function connect(options) {
   function post(msg) {
     try { channel?.postMessage(msg); } catch { /* channel closed under us */ }
   }
-  const postSnap = () => post({ t: "snap", user_id: snap.user_id, version: snap.version, state: snap.state });
-  const postStatus = () => lockMode && leader && post({ t: "status", status: snap.status, error: snap.error });
+  const postSnap = () => post({ t: "snap", ...envelopeOf(snap) });
+  const postStatus = () =>
+    lockMode && leader && post({ t: "status", status: snap.status, error: snap.error, retry_at: snap.retry_at });
 
   function onChannel(ev) {
     const m = ev.data;
@@ -149,7 +173,7 @@ export function connect(options) {
     } else if (m.t === "status" && lockMode && !leader) {
       // Followers have no socket of their own, so the leader's status is theirs.
       // Without locks every tab has its own socket and keeps its own status.
-      set({ status: m.status, error: m.error ?? null });
+      set({ status: m.status, error: m.error ?? null, retry_at: m.retry_at ?? null });
     }
   }
 
@@ -173,8 +197,8 @@ export function connect(options) {
 
   // --- the socket (leader only) --------------------------------------------------
 
-  function setStatus(status, error = snap.error) {
-    set({ status, error });
+  function setStatus(status, error = snap.error, retry_at = null) {
+    set({ status, error, retry_at });
     postStatus();
   }
 
@@ -182,17 +206,16 @@ export function connect(options) {
     clearTimeout(retryTimer);
     debug.reconnects++;
     const offline = globalThis.navigator?.onLine === false;
-    setStatus(offline ? "offline" : "reconnecting", error);
+    const at = Date.now() + ms;
+    setStatus(offline ? "offline" : "reconnecting", offline ? { code: "offline", message: "the browser is offline", origin: "network" } : error, at);
     retryTimer = setTimeout(() => { retryTimer = null; openSocket(); }, ms);
   }
 
-  // Exponential backoff with full jitter: after a server restart thousands of
-  // browsers reconnect at once; spreading them over the whole window (rather
-  // than base ± a little) is what keeps the restarted server standing.
+  // Full jitter: after a server restart thousands of browsers reconnect at once;
+  // spreading them over the whole window is what keeps the restarted server standing.
   function backoffMs() {
-    const ms = Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
-    attempt = Math.min(attempt + 1, 20);
-    return ms;
+    attempt = Math.min(attempt + 1, 30);
+    return backoffDelayMs(attempt);
   }
 
   async function openSocket() {
@@ -200,35 +223,50 @@ export function connect(options) {
     // A token fetched at start-up may have aged while this tab was a follower.
     let token = (decodeJwt(pendingToken)?.exp ?? 0) > Date.now() / 1000 + 10 ? pendingToken : null;
     pendingToken = null;
+    let getterFailed = false;
     try {
       // Ask every time: apps (Clerk, Auth0) cache tokens and refresh them as needed.
       if (!token) token = await getToken();
     } catch (e) {
       token = null;
+      getterFailed = true;
       console.warn("statebus: getToken() failed", e);
     }
     if (closed || !leader || ws) return;
+    // Decided here, in the browser, before anything is sent: the page must not blame
+    // the server for these (their origin says so).
+    if (getterFailed) {
+      return authFailed({ code: "token_unavailable", message: "getToken() failed", origin: "client" });
+    }
     const claims = decodeJwt(token);
-    if (!claims) return authFailed({ code: "bad_token", message: "getToken() did not return a JWT" });
+    if (!claims || typeof claims.sub !== "string" || !claims.sub) {
+      return authFailed({ code: "token_malformed", message: "this is not a JWT with a user (sub)", origin: "client" });
+    }
+    if (typeof claims.exp === "number" && claims.exp < Date.now() / 1000 - EXPIRED_SKEW_S) {
+      const when = new Date(claims.exp * 1000).toISOString();
+      return authFailed({ code: "token_expired", message: `the token expired at ${when}`, origin: "client", expired_at: when });
+    }
     if (!followUserId && claims.sub !== key) {
       // The app signed in as someone else. This store is bound to one user (its
       // lock, channel and cache are keyed by it): close it and connect() anew.
-      return setStatus("unauthorized", { code: "user_changed", message: `token is for ${claims.sub}, store for ${key}` });
+      return setStatus("unauthorized", { code: "user_changed", message: `token is for ${claims.sub}, store for ${key}`, origin: "client" });
     }
 
     let sock;
     try {
       sock = new WebSocketImpl(wsUrl);
     } catch (e) {
-      return scheduleRetry(backoffMs(), { code: "connect_failed", message: String(e?.message || e) });
+      return scheduleRetry(backoffMs(), { code: "connect_failed", message: String(e?.message || e), origin: "client" });
     }
     ws = sock;
     debug.socketsOpened++;
     let live = false;
+    let opened = false;
     let serverError = null;
     const liveTimer = setTimeout(() => !live && sock.close(), LIVE_TIMEOUT_MS);
 
     sock.onopen = () => {
+      opened = true;
       const auth = { type: "auth", token };
       if (snap.version !== null) auth.since = snap.version;
       if (followUserId) auth.user_id = followUserId;
@@ -250,15 +288,16 @@ export function connect(options) {
           scheduleRefresh(sock, claims);
         }
         if (patch) {
-          set({ ...patch, status: "live", error: null });
+          set({ ...patch, status: "live", error: null, retry_at: null });
           saveCache();
           postSnap();
         } else {
-          set({ status: "live", error: null });
+          set({ status: "live", error: null, retry_at: null });
         }
         if (first) postStatus();
       } else if (m.type === "error") {
-        serverError = { code: m.code, message: m.message }; // the close that follows says what to do
+        // The close that follows says what to do; this says why, in the server's words.
+        serverError = { code: String(m.code), message: String(m.message ?? ""), origin: "server" };
       }
     };
     sock.onerror = () => {}; // always followed by onclose, which decides
@@ -268,7 +307,7 @@ export function connect(options) {
       ws = null;
       clearTimeout(refreshTimer);
       if (closed) return;
-      const error = serverError || { code: `close_${ev.code}`, message: ev.reason || "connection closed" };
+      const error = closeError(ev, serverError, opened);
       switch (ev.code) {
         case 4401: // token rejected or expired: fetch a new one, but not forever
           if (++authFailures >= MAX_AUTH_FAILURES) return setStatus("unauthorized", error);
@@ -285,8 +324,25 @@ export function connect(options) {
           attempt = Math.max(attempt, 3);
           return scheduleRetry(backoffMs(), error);
         default: // 1006 network drop, 1012 restart, 4408, 4400 and the rest
-          return scheduleRetry(backoffMs(), live ? null : error);
+          return scheduleRetry(backoffMs(), error);
       }
+    };
+  }
+
+  // Why a socket closed, for people: the server's own words when it sent an error
+  // frame; "server_restarting" for 1012 (and for failed attempts right after one, as
+  // a restarting server refuses connections for a while); otherwise "connection_lost".
+  function closeError(ev, serverError, opened) {
+    if (ev.code === 1012) {
+      return { code: "server_restarting", message: serverError?.message || "server restarting", origin: "server" };
+    }
+    if (serverError) return { ...serverError, close_code: ev.code };
+    if (!opened && snap.error?.code === "server_restarting") return snap.error;
+    return {
+      code: opened ? "connection_lost" : "unreachable",
+      message: opened ? `connection closed (${ev.code})` : "no answer from the server",
+      origin: "network",
+      close_code: ev.code,
     };
   }
 
@@ -324,15 +380,22 @@ export function connect(options) {
 
   (async () => {
     let token;
+    let failed = false;
     try {
       token = await getToken();
     } catch (e) {
+      failed = true;
       console.warn("statebus: getToken() failed", e);
     }
     if (closed) return;
     const sub = decodeJwt(token)?.sub;
     key = followUserId || sub;
-    if (!key) return set({ status: "unauthorized", error: { code: "bad_token", message: "token has no sub" } });
+    if (!key) {
+      const error = failed
+        ? { code: "token_unavailable", message: "getToken() failed", origin: "client" }
+        : { code: "token_malformed", message: "this is not a JWT with a user (sub)", origin: "client" };
+      return set({ status: "unauthorized", error });
+    }
     pendingToken = token;
     // Keyed by user: tabs of one origin signed in as different users must never
     // share a socket, a snapshot or a cache entry.
@@ -404,7 +467,7 @@ export function connect(options) {
       try { channel?.close(); } catch { /* ignore */ }
       globalThis.removeEventListener?.("online", onOnline);
       leader = false;
-      set({ status: "closed", leader: false });
+      set({ status: "closed", leader: false, retry_at: null });
       listeners.clear();
     },
   };
