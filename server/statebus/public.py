@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import sqlfiles
-from statebus.routes import json_response
+from statebus.http import json_response
 from statebus.runtime import runtime
 
 log = logging.getLogger("statebus.public")

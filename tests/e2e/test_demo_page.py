@@ -15,11 +15,11 @@ import jwt
 import pytest
 from playwright.async_api import Page, expect
 
+from statebus.testing.fake_stripe import FakeStripe
+from statebus.testing.server import SECRET, RunningServer
 from tests.e2e.conftest import Tabs
 from tests.e2e.test_browser import SLOW, T, expect_shows, seeded
-from tests.fakes.stripe_api import FakeStripe
 from tests.helpers import USER, version_of
-from tests.server import SECRET, RunningServer
 from tests.stripe_support import seed_subscriber
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]

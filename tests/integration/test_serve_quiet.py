@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from statebus.embedded import EmbeddedPostgres
-from tests.server import free_port
+from statebus.testing.server import free_port
 
 pytestmark = pytest.mark.asyncio
 
