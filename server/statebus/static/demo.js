@@ -210,8 +210,10 @@ function render(snap) {
     changes.unshift({ version: snap.version, source: snap.source, committed_at: snap.committed_at });
     changes.length = Math.min(changes.length, MAX_CHANGES);
   }
-  if (!config && live && previous?.status !== "live") {
-    configAsked = false; // connected (again): the server answers now
+  if (live && previous?.status !== "live") {
+    // Connected (again): the server answers now, and a restarted server may have
+    // another configuration (Stripe set up since, say).
+    configAsked = false;
     loadConfig();
   }
 
