@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -19,6 +20,8 @@ from statebus.maintenance import prune_forever
 from statebus.runtime import Runtime
 from statebus.ws import websocket_endpoint
 
+log = logging.getLogger("statebus")
+
 
 def create_app(settings: Settings | None = None, dsn: str | None = None) -> Starlette:
     """The statebus app. Settings default to the environment; the DSN to theirs.
@@ -33,6 +36,12 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.generated_secret:
+            log.warning(
+                "using the development JWT secret generated in %s: anyone who can read it "
+                "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
+                settings.home / "jwt_secret",
+            )
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
         hub = Hub()
         verifier = TokenVerifier(
@@ -41,6 +50,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
                 jwks_url=settings.jwks_url,
                 audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer,
+                admin_claim=settings.admin_claim,
             )
         )
         listener = Listener(dsn, hub, pool)

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import sqlfiles
+from statebus.inputs import is_clean_text
 from statebus.messages import upgrade_decoder
 from statebus.routes import HTTPError, authenticate, json_response
 from statebus.runtime import runtime
@@ -28,6 +29,7 @@ log = logging.getLogger("statebus.stripe")
 
 GATEWAY_KEY = "stripe_gateway"
 MAX_BODY_BYTES = 16 * 1024
+MAX_PLAN_CHARS = 64  # plans.code's own CHECK
 
 
 def gateway_of(request: Request) -> StripeGateway:
@@ -37,15 +39,29 @@ def gateway_of(request: Request) -> StripeGateway:
     return gateway
 
 
+def client_message(exc: stripe.StripeError) -> str:
+    """statebus's own words, except a card error's `user_message`, which Stripe writes for
+    the card holder; other errors can quote object ids ("No such subscription: 'sub_...'")."""
+    if isinstance(exc, stripe.CardError) and exc.user_message:
+        return redact(exc.user_message)
+    return "Stripe did not accept the change; nothing was changed"
+
+
 async def upgrade(request: Request) -> Response:
     rt = runtime(request)
     gateway = gateway_of(request)
     principal = await authenticate(request)
     user_id = principal.user_id
     try:
-        wanted = upgrade_decoder.decode(await read_body(request, MAX_BODY_BYTES))
+        wanted = upgrade_decoder.decode(
+            await read_body(request, MAX_BODY_BYTES, "upgrade requests")
+        )
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "bad_request", f'send {{"plan": "<code>"}}: {exc}') from None
+    if not wanted.plan or len(wanted.plan) > MAX_PLAN_CHARS or not is_clean_text(wanted.plan):
+        raise HTTPError(
+            400, "bad_request", f"plan must be 1 to {MAX_PLAN_CHARS} characters of text"
+        )
     q = sqlfiles.queries()
     plan = await rt.pool.fetchrow(q["stripe_plan_price"], wanted.plan)
     if plan is None or plan["stripe_price_id"] is None:
@@ -79,7 +95,6 @@ async def upgrade(request: Request) -> Response:
                     changed = await gateway.subscription(sub_id)
         except stripe.StripeError as exc:
             log.warning("upgrade of %s failed in Stripe: %s", sub_id, type(exc).__name__)
-            message = redact(exc.user_message or "Stripe did not accept the change")
-            raise HTTPError(502, "stripe_failed", message) from None
+            raise HTTPError(502, "stripe_failed", client_message(exc)) from None
         await store.write_subscription(conn, changed, "upgrade_api")
     return json_response(await read_state(rt.pool, user_id))

@@ -15,20 +15,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import metrics, sqlfiles
+from statebus.inputs import InvalidInput, check_json, is_clean_text
 from statebus.messages import WebhookAck
 from statebus.routes import HTTPError, json_response
 from statebus.runtime import runtime
-from statebus.stripe.events import StoredEvent, customer_of, event_decoder
+from statebus.stripe.events import StoredEvent, customer_of
 
 log = logging.getLogger("statebus.stripe")
 
 MAX_BODY_BYTES = 1024 * 1024
 TOLERANCE_SECONDS = 300
+MAX_ID_CHARS = 255  # Stripe's ids and event types are far shorter
+# `created` must fit a timestamptz: a signed event from 1970 to the year 9999.
+MAX_CREATED = 253_402_300_799
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refused with 413 past `limit` (by Content-Length and while reading)."""
-    too_large = HTTPError(413, "payload_too_large", f"webhook bodies are limited to {limit} bytes")
+async def read_body(
+    request: Request, limit: int = MAX_BODY_BYTES, what: str = "webhook bodies"
+) -> bytes:
+    """The raw body, refused with 413 past `limit` (by Content-Length and while reading);
+    `what` names the route's bodies in the message."""
+    too_large = HTTPError(413, "payload_too_large", f"{what} are limited to {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -60,12 +67,23 @@ def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
 
 
 def parse(body: bytes) -> StoredEvent:
+    """A signed body is still checked: Stripe would retry a 5xx for days, so anything the
+    database could not store (too deep, NUL, a `created` past any timestamp) is a 400."""
     try:
-        event = event_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+        document = msgspec.json.decode(body)
+        check_json(document)
+        event = msgspec.convert(document, StoredEvent)
+    except RecursionError:
+        raise HTTPError(400, "bad_payload", "not a Stripe event: nested too deeply") from None
+    except (msgspec.DecodeError, msgspec.ValidationError, InvalidInput) as exc:
         raise HTTPError(400, "bad_payload", f"not a Stripe event: {exc}") from None
     if not event.id or not event.type:
         raise HTTPError(400, "bad_payload", "event id and type are required")
+    if len(event.id) > MAX_ID_CHARS or len(event.type) > MAX_ID_CHARS:
+        raise HTTPError(400, "bad_payload", f"event id and type are at most {MAX_ID_CHARS} chars")
+    if not 0 <= event.created <= MAX_CREATED:
+        raise HTTPError(400, "bad_payload", "event created is not a plausible unix time")
+    assert is_clean_text(event.id)  # check_json saw every string
     return event
 
 
