@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route, WebSocketRoute
 
 from statebus import config, routes
@@ -89,7 +90,10 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/demo.css", routes.static_file),
             *stripe_routes(),
         ],
-        exception_handlers={routes.HTTPError: routes.http_error_handler},
+        exception_handlers={
+            routes.HTTPError: routes.http_error_handler,
+            StarletteHTTPException: routes.starlette_error_handler,
+        },
         lifespan=lifespan,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -50,6 +51,18 @@ def error_response(status: int, error: str, message: str) -> Response:
 async def http_error_handler(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
     return error_response(exc.status, exc.error, exc.message)
+
+
+# Starlette's own refusals (unknown path, wrong method) in the same JSON shape as ours.
+_STARLETTE_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def starlette_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error = _STARLETTE_ERRORS.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, error, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 async def authenticate(request: Request) -> Principal:
