@@ -92,9 +92,20 @@ def decode(text: str) -> Auth:
     try:
         return client_decoder.decode(text)
     except msgspec.ValidationError as exc:
-        raise Close(4400, "malformed", f"invalid message: {exc}") from exc
+        raise Close(4400, "malformed", _invalid(exc)) from exc
     except msgspec.DecodeError as exc:
         raise Close(4400, "malformed", "messages are JSON objects") from exc
+
+
+def _invalid(exc: msgspec.ValidationError) -> str:
+    """msgspec's reason, unless it quotes the client (an unknown field's name): the message
+    also becomes the close reason, which must fit 123 bytes, and echoes nothing back."""
+    reason = str(exc)
+    if "unknown field" in reason:
+        return "invalid message: unknown field"
+    if len(reason) > 90 or not reason.isascii() or not reason.isprintable():
+        return "invalid message"
+    return f"invalid message: {reason}"
 
 
 async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:

@@ -119,6 +119,15 @@ async def test_nul_in_the_upgrade_plan_is_400(
     assert await conn.fetchval("SELECT count(*) FROM statebus.history") == before
 
 
+@pytest.mark.parametrize("field", ["é" * 70, "\U0001f600" * 40, "\x00"])
+async def test_an_unknown_field_is_4400_whatever_its_name(
+    server: RunningServer, seeded: asyncpg.Connection, field: str
+) -> None:
+    kind, code, error = await socket_answer(server.ws, auth("x", **{field: 1}))
+    assert (kind, code) == ("closed", 4400) and error is not None
+    assert error["message"] == "invalid message: unknown field"
+
+
 # --- finding 4: signed webhook bodies the database could not store ----------------------
 
 
