@@ -163,6 +163,16 @@ async def test_signed_bodies_that_cannot_be_stored_are_400(
     assert await conn.fetchval("SELECT count(*) FROM statebus.stripe_events") == 0
 
 
+async def test_a_stripe_signature_header_that_is_not_ascii_is_400(
+    app: RunningServer, conn: asyncpg.Connection
+) -> None:
+    body = make_event("ping", {"id": "x"})
+    headers = {b"Stripe-Signature": f"t={int(time.time())},v1=\xe9".encode("latin-1")}
+    async with httpx.AsyncClient(base_url=app.http, timeout=10) as client:
+        response = await client.post("/v1/stripe/webhook", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"] == "bad_signature"
+
+
 # --- finding 5: Stripe's own message never reaches a client (but for card errors) -------
 
 

@@ -53,6 +53,8 @@ def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
     """Accepts a signature made with any configured secret (rotation), within 300 s."""
     if not header:
         raise HTTPError(400, "bad_signature", "missing Stripe-Signature header")
+    if not header.isascii():  # stripe-python's compare_digest raises TypeError on non-ASCII
+        raise HTTPError(400, "bad_signature", "Stripe-Signature header is not ASCII")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
