@@ -90,10 +90,14 @@ class TokenVerifier:
         # A signed token is still input: its `sub` goes into SQL parameters.
         if len(user_id) > MAX_USER_ID_CHARS or not is_clean_text(user_id):
             raise AuthError("invalid_token", "token has an invalid 'sub' claim")
+        try:
+            expires_at = float(claims["exp"])  # PyJWT checked int(exp); 10**400 is no float
+        except OverflowError:
+            raise AuthError("invalid_token", "token has an invalid 'exp' claim") from None
         return Principal(
             user_id=user_id,
             admin=is_admin(claims, self.settings.admin_claim),
-            expires_at=float(claims["exp"]),
+            expires_at=expires_at,
         )
 
     def may_read(self, principal: Principal, user_id: str) -> bool:

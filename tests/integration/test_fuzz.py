@@ -86,6 +86,10 @@ tokens = st.one_of(
     edge_text.filter(bool).map(lambda sub: token(sub)),
     edge_text.filter(bool).map(lambda sub: token(sub, role="admin")),
     header_text,
+    # Signed, with any JSON in the registered claims: a signed token is still input.
+    st.dictionaries(st.sampled_from(["sub", "exp", "nbf", "iat", "aud", "role"]), json_values).map(
+        lambda claims: jwt.encode({"sub": USER, "exp": 2**40, **claims}, SECRET, "HS256")
+    ),
 )
 
 

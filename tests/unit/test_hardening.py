@@ -116,6 +116,14 @@ async def test_a_signed_token_with_an_unusable_sub_is_refused(sub: str) -> None:
     assert info.value.code == "invalid_token"
 
 
+async def test_an_exp_beyond_any_float_is_refused_not_raised() -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "u1", "exp": 10**400}, SECRET)
+    with pytest.raises(AuthError, match="'exp'"):
+        await verifier(("role", "admin")).verify(token)
+
+
 @pytest.mark.parametrize("token", ["abc\x00def", "\ud800", "a.b.\udcff"])
 async def test_a_token_that_is_not_text_is_malformed(token: str) -> None:
     with pytest.raises(AuthError, match="malformed"):
