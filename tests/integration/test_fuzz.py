@@ -170,6 +170,14 @@ def webhook_events(draw: st.DrawFn) -> bytes:
     text = json.dumps(event)
     if draw(st.integers(0, 9)) == 0:
         text = text[:-1] + ', "deep": ' + nested(draw(st.integers(60, 5000))) + "}"
+    if draw(st.integers(0, 4)) == 0:  # numbers as written: jsonb keeps their digits
+        number = draw(
+            st.from_regex(
+                r"-?[1-9][0-9]{0,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,6})?", fullmatch=True
+            )
+        )
+        number += draw(st.sampled_from(["", "1" * 5000]))
+        text = text[:-1] + ', "amount": ' + number + "}"
     return text.encode("utf-8", "surrogatepass")
 
 

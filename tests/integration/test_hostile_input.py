@@ -139,6 +139,14 @@ def deep_event(depth: int) -> bytes:
     ).encode()
 
 
+def number_event(number: str) -> bytes:
+    """Numbers msgspec reads but jsonb's numeric cannot hold as written."""
+    return (
+        '{"id": "evt_num", "type": "ping", "created": 1700000000,'
+        f' "data": {{"object": {{"amount": {number}}}}}}}'
+    ).encode()
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -149,6 +157,9 @@ def deep_event(depth: int) -> bytes:
         pytest.param(make_event("ping", {"id": "x"}, created=10**20), id="created-huge"),
         pytest.param(make_event("ping", {"id": "x"}, created=-5), id="created-negative"),
         pytest.param(make_event("ping", {"id": "x"}, event_id="evt_" + "x" * 300), id="long-id"),
+        pytest.param(number_event("0." + "1" * 20_000), id="20000-fraction-digits"),
+        pytest.param(number_event("1e-20000"), id="tiny-exponent"),
+        pytest.param(number_event("1" * 5000), id="5000-digit-integer"),
         pytest.param(b'{"id": 5, "type": "ping", "created": 1}', id="id-not-a-string"),
         pytest.param(b'{"id": "evt_1", "type": "ping", "data": []}', id="data-not-an-object"),
     ],

@@ -141,6 +141,16 @@ def test_user_ids_and_json_are_checked() -> None:
         deep = [deep]
     with pytest.raises(inputs.InvalidInput, match="nested deeper than 64"):
         inputs.check_json(deep)
+    assert inputs.decode_json(b'{"amount": 1.5, "n": 1e300}') is not None
+    for body in (
+        b"[" * 70 + b"]" * 70,
+        b"[" * 5000 + b"]" * 5000,
+        b"0." + b"1" * 2000,
+        b"{",
+        b"1E0" + b"1" * 5000,
+    ):
+        with pytest.raises(inputs.InvalidInput):
+            inputs.decode_json(body)
     for bad_doc in ({"a\x00": 1}, {"a": ["x\x00"]}, "\ud800"):
         with pytest.raises(inputs.InvalidInput, match="NUL"):
             inputs.check_json(bad_doc)
