@@ -224,3 +224,16 @@ def test_statebus_token_with_an_empty_user_says_so_in_one_line(
     monkeypatch.setenv("STATEBUS_JWT_SECRET", SECRET)
     assert main(["token", ""]) == 2
     assert "user_id must not be empty" in capsys.readouterr().err
+
+
+def test_statebus_serve_refuses_a_mistyped_environment_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statebus.cli import main
+
+    monkeypatch.setenv("STATEBUS_HOME", str(tmp_path))
+    monkeypatch.setenv("STATEBUS_ENV", "prod")
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "statebus: STATEBUS_ENV must be 'development' or 'production', not 'prod'\n"
+    assert not (tmp_path / "jwt_secret").exists()
