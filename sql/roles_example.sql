@@ -50,6 +50,14 @@ GRANT SELECT ON statebus.history, statebus.stripe_events TO statebus_monitor;
 -- what keeps the monitor from writing.
 ALTER ROLE statebus_monitor SET default_transaction_read_only = on;
 
+-- A backend service that LISTENs on channel statebus and reads envelopes: the
+-- notifications carry only (user_id, version) pairs, and the read is SECURITY INVOKER,
+-- so the reader needs SELECT on what a document is made of, e.g.:
+--   GRANT USAGE ON SCHEMA statebus TO my_reader;
+--   GRANT EXECUTE ON FUNCTION statebus.envelopes(text[]) TO my_reader;
+--   GRANT SELECT ON statebus.versions, public.plans, public.users, public.user_subscriptions,
+--       public.user_billing, public.user_usage, public.user_system_data TO my_reader;
+
 -- Optional hardening, for the whole database and every role in it: PUBLIC may create
 -- temporary tables by default (needed by no statebus role).
 --   REVOKE TEMPORARY ON DATABASE <database> FROM PUBLIC;
