@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route, WebSocketRoute
 
 from statebus import config, public, routes
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
-from statebus.http import HTTPError, http_error_handler
+from statebus.http import HTTPError, http_error_handler, starlette_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
 from statebus.maintenance import prune_forever
 from statebus.runtime import Runtime
 from statebus.ws import websocket_endpoint
+
+log = logging.getLogger("statebus")
 
 
 def create_app(settings: Settings | None = None, dsn: str | None = None) -> Starlette:
@@ -34,6 +38,12 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.generated_secret:
+            log.warning(
+                "using the development JWT secret generated in %s: anyone who can read it "
+                "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
+                settings.home / "jwt_secret",
+            )
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
         hub = Hub()
         verifier = TokenVerifier(
@@ -42,6 +52,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
                 jwks_url=settings.jwks_url,
                 audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer,
+                admin_claim=settings.admin_claim,
             )
         )
         listener = Listener(dsn, hub, pool)
@@ -83,7 +94,10 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
             Route("/v1/config", public.config),
             *stripe_routes(),
         ],
-        exception_handlers={HTTPError: http_error_handler},
+        exception_handlers={
+            HTTPError: http_error_handler,
+            StarletteHTTPException: starlette_error_handler,
+        },
         lifespan=lifespan,
     )
 

@@ -1,6 +1,7 @@
 """User tokens: verify a bearer JWT into a `Principal`, and issue HS256 tokens for dev and tests.
 
-Tokens carry `sub` (the user id) and `exp`, both required; `"role": "admin"` may read any user.
+Tokens carry `sub` (the user id) and `exp`, both required; a token carrying the admin claim
+(`STATEBUS_ADMIN_CLAIM`, by default `"role": "admin"`) may read any user.
 With a JWKS URL configured, only RS256/ES256 tokens signed by a published key are accepted and
 the shared secret is unused; otherwise only HS256 with the shared secret. The accepted
 algorithms are always passed explicitly, so a token cannot choose its own verification
@@ -20,11 +21,13 @@ import httpx
 import jwt
 from jwt.types import Options
 
+from statebus.inputs import MAX_USER_ID_CHARS, is_clean_text
 from statebus.jwks import ACCEPTED_ALGORITHMS, JwksCache
 
 AuthErrorCode = Literal["invalid_token", "token_expired", "forbidden"]
 
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+DEFAULT_ADMIN_CLAIM = ("role", "admin")
 MAX_TOKEN_CHARS = 16_384  # far above any real JWT; bounds the work a garbage token costs
 
 
@@ -51,6 +54,7 @@ class AuthSettings:
     audience: str | None
     issuer: str | None
     leeway: float = 0
+    admin_claim: tuple[str, str] = DEFAULT_ADMIN_CLAIM
 
 
 class TokenVerifier:
@@ -71,7 +75,8 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """The principal a valid token names; `AuthError` for anything else."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        # A socket's auth message is JSON, whose escapes can carry NUL or a lone surrogate.
+        if not token or len(token) > MAX_TOKEN_CHARS or not is_clean_text(token):
             raise AuthError("invalid_token", "token is malformed")
         try:
             claims = await self._decode(token)
@@ -82,10 +87,17 @@ class TokenVerifier:
         user_id = claims["sub"]  # PyJWT has checked it is present and a string
         if not user_id:
             raise AuthError("invalid_token", "token has an empty 'sub' claim")
+        # A signed token is still input: its `sub` goes into SQL parameters.
+        if len(user_id) > MAX_USER_ID_CHARS or not is_clean_text(user_id):
+            raise AuthError("invalid_token", "token has an invalid 'sub' claim")
+        try:
+            expires_at = float(claims["exp"])  # PyJWT checked int(exp); 10**400 is no float
+        except OverflowError:
+            raise AuthError("invalid_token", "token has an invalid 'exp' claim") from None
         return Principal(
             user_id=user_id,
-            admin=claims.get("role") == "admin",
-            expires_at=float(claims["exp"]),
+            admin=is_admin(claims, self.settings.admin_claim),
+            expires_at=expires_at,
         )
 
     def may_read(self, principal: Principal, user_id: str) -> bool:
@@ -148,6 +160,7 @@ def issue_token(
     admin: bool = False,
     audience: str | None = None,
     issuer: str | None = None,
+    admin_claim: tuple[str, str] = DEFAULT_ADMIN_CLAIM,
 ) -> str:
     """An HS256 token for `user_id`, valid for `ttl` seconds (what `statebus token` prints)."""
     _check_secret(secret)
@@ -158,12 +171,21 @@ def issue_token(
     now = int(time.time())
     claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
     if admin:
-        claims["role"] = "admin"
+        claims[admin_claim[0]] = admin_claim[1]
     if audience is not None:
         claims["aud"] = audience
     if issuer is not None:
         claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def is_admin(claims: dict[str, Any], admin_claim: tuple[str, str]) -> bool:
+    """The claim holds exactly the configured value, or is a list of strings that holds it."""
+    name, wanted = admin_claim
+    value = claims.get(name)
+    if isinstance(value, list):
+        return wanted in (item for item in value if isinstance(item, str))
+    return isinstance(value, str) and value == wanted
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

@@ -67,14 +67,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["psql"]:  # everything after `psql` belongs to psql itself
-        return run_psql(config.load(), argv[1:])
-    args = _parser().parse_args(argv)
+    # Everything after `psql` belongs to psql itself.
+    args = None if argv[:1] == ["psql"] else _parser().parse_args(argv)
     try:
         settings = config.load()
     except config.ConfigError as exc:
         print(f"statebus: {exc}", file=sys.stderr)
         return 2
+    if args is None:
+        return run_psql(settings, argv[1:])
     if args.command == "migrate":
         return run_migrate(settings, demo=args.demo)
     if args.command == "token":
@@ -132,16 +133,20 @@ def run_token(settings: config.Settings, user_id: str, *, ttl: int, admin: bool)
     if ttl <= 0:
         print("statebus token: --ttl must be positive", file=sys.stderr)
         return 2
-    print(
-        issue_token(
+    try:
+        token = issue_token(
             settings.jwt_secret,
             user_id,
             ttl=ttl,
             admin=admin,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
+            admin_claim=settings.admin_claim,
         )
-    )
+    except ValueError as exc:  # a short secret or an empty user id: say which, no traceback
+        print(f"statebus token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

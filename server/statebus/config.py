@@ -14,6 +14,10 @@ STRIPE_API_VERSION = "2026-10-28.endive"
 
 # Stripe's proration_behavior for upgrades; always_invoice charges the difference now.
 PRORATIONS = ("always_invoice", "create_prorations", "none")
+# A typo such as "prod" must not quietly run with development defaults (a generated secret).
+ENVIRONMENTS = ("development", "production")
+DEFAULT_ADMIN_CLAIM = ("role", "admin")
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 
 class ConfigError(Exception):
@@ -45,6 +49,11 @@ class Settings:
     stripe_api_version: str = STRIPE_API_VERSION
     # Events of connected accounts (Connect) are applied only when this is set.
     stripe_connect: bool = False
+    # (claim, value): a token whose `claim` is `value` (or a list holding it) is an admin.
+    admin_claim: tuple[str, str] = DEFAULT_ADMIN_CLAIM
+    # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
+    # server says so at start, since anyone who can read that file can mint tokens.
+    generated_secret: bool = False
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -55,15 +64,29 @@ class Settings:
 def load(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     home = Path(env.get("STATEBUS_HOME") or "./.statebus").expanduser()
-    production = env.get("STATEBUS_ENV", "").lower() == "production"
+    production = _environment(env) == "production"
     jwks_url = env.get("STATEBUS_JWKS_URL") or None
+    audience = env.get("STATEBUS_JWT_AUDIENCE") or None
+    if jwks_url is not None and audience is None:
+        # An identity provider is often shared by several apps: without an audience check,
+        # a token minted for any of them would be accepted here.
+        raise ConfigError(
+            "STATEBUS_JWT_AUDIENCE is required with STATEBUS_JWKS_URL "
+            "(the audience your identity provider puts in tokens meant for this app)"
+        )
     secret = env.get("STATEBUS_JWT_SECRET") or None
+    generated = False
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"STATEBUS_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
     if secret is None and jwks_url is None:
         if production:
             raise ConfigError(
                 "STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) is required in production"
             )
-        secret = dev_secret(home)
+        secret, generated = dev_secret(home), True
     max_per_user = _count(env, "STATEBUS_MAX_SOCKETS_PER_USER", 32)
     max_sockets = _count(env, "STATEBUS_MAX_SOCKETS", 18_000)
     proration = env.get("STATEBUS_PRORATION_BEHAVIOR") or "always_invoice"
@@ -75,7 +98,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         production=production,
         jwt_secret=secret,
         jwks_url=jwks_url,
-        jwt_audience=env.get("STATEBUS_JWT_AUDIENCE") or None,
+        jwt_audience=audience,
         jwt_issuer=env.get("STATEBUS_JWT_ISSUER") or None,
         allowed_origins=_list(env.get("STATEBUS_ALLOWED_ORIGINS")),
         stripe_api_key=env.get("STRIPE_API_KEY") or None,
@@ -86,7 +109,29 @@ def load(env: dict[str, str] | None = None) -> Settings:
         proration_behavior=proration,
         stripe_api_version=env.get("STRIPE_API_VERSION") or STRIPE_API_VERSION,
         stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
+        admin_claim=_admin_claim(env.get("STATEBUS_ADMIN_CLAIM")),
+        generated_secret=generated,
     )
+
+
+def _environment(env: dict[str, str]) -> str:
+    value = env.get("STATEBUS_ENV") or "development"
+    if value not in ENVIRONMENTS:
+        raise ConfigError(f"STATEBUS_ENV must be 'development' or 'production', not {value!r}")
+    return value
+
+
+def _admin_claim(value: str | None) -> tuple[str, str]:
+    """`claim=value`, e.g. `role=admin` or `org_role=org:admin` (split at the first `=`)."""
+    if value is None or value == "":
+        return DEFAULT_ADMIN_CLAIM
+    name, sep, wanted = value.partition("=")
+    name, wanted = name.strip(), wanted.strip()
+    if not sep or not name or not wanted:
+        raise ConfigError(
+            f"STATEBUS_ADMIN_CLAIM must look like claim=value (e.g. role=admin), not {value!r}"
+        )
+    return name, wanted
 
 
 def _count(env: dict[str, str], name: str, default: int) -> int:

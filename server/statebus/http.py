@@ -6,6 +6,7 @@ on nothing of each other, so either side can change its routes alone.
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -35,9 +36,22 @@ async def http_error_handler(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.error, exc.message)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 past `limit` (by Content-Length and while reading)."""
-    too_large = HTTPError(413, "payload_too_large", f"request bodies are limited to {limit} bytes")
+# Starlette's own refusals (unknown path, wrong method) in the same JSON shape as ours.
+_STARLETTE_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def starlette_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error = _STARLETTE_ERRORS.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, error, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
+
+
+async def read_body(request: Request, limit: int, what: str = "request bodies") -> bytes:
+    """The raw body, refused with 413 past `limit` (by Content-Length and while reading);
+    `what` names the route's bodies in the message."""
+    too_large = HTTPError(413, "payload_too_large", f"{what} are limited to {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from statebus import metrics
+from statebus import inputs, metrics
 from statebus.auth import AuthError, Principal
 from statebus.messages import Auth, Current, Error, client_decoder, encoder
 from statebus.runtime import Runtime, runtime
@@ -26,7 +26,12 @@ from statebus.states import frame_of, read_state
 log = logging.getLogger("statebus.ws")
 
 AUTH_TIMEOUT = 10.0
-MAX_FRAME = 4096
+# Above auth.MAX_TOKEN_CHARS (16 KiB) plus the auth message around it: a token the HTTP
+# routes accept must fit the socket too.
+MAX_FRAME = 20 * 1024
+# The page's scheme that goes with the socket's: a same-host check that ignored it would
+# let an http:// page (say, on a hijacked network) open a socket to the wss:// service.
+PAGE_SCHEME = {"ws": "http", "wss": "https"}
 
 
 class Close(Exception):
@@ -57,8 +62,9 @@ def origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
         return True  # not a browser: tokens alone decide
     if allowed:
         return origin in allowed or "*" in allowed
-    host = ws.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    host = ws.headers.get("host", "").lower()
+    scheme = PAGE_SCHEME.get(ws.url.scheme)
+    return scheme is not None and bool(host) and origin.lower() == f"{scheme}://{host}"
 
 
 async def receive_text(ws: WebSocket, timeout: float | None = None) -> str:
@@ -83,9 +89,20 @@ def decode(text: str) -> Auth:
     try:
         return client_decoder.decode(text)
     except msgspec.ValidationError as exc:
-        raise Close(4400, "malformed", f"invalid message: {exc}") from exc
+        raise Close(4400, "malformed", _invalid(exc)) from exc
     except msgspec.DecodeError as exc:
         raise Close(4400, "malformed", "messages are JSON objects") from exc
+
+
+def _invalid(exc: msgspec.ValidationError) -> str:
+    """msgspec's reason, unless it quotes the client (an unknown field's name): the message
+    also becomes the close reason, which must fit 123 bytes, and echoes nothing back."""
+    reason = str(exc)
+    if "unknown field" in reason:
+        return "invalid message: unknown field"
+    if len(reason) > 90 or not reason.isascii() or not reason.isprintable():
+        return "invalid message"
+    return f"invalid message: {reason}"
 
 
 async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
@@ -96,6 +113,11 @@ async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
     auth = decode(text)
     if auth.since is not None and auth.since < 0:
         raise Close(4400, "malformed", "since must not be negative")
+    if auth.user_id:  # as on HTTP, an empty user_id means the token's own user
+        try:
+            inputs.user_id(auth.user_id)
+        except inputs.InvalidInput as exc:
+            raise Close(4400, "malformed", str(exc)) from None
     principal = await verify(rt, auth.token)
     target = auth.user_id or principal.user_id
     if not rt.verifier.may_read(principal, target):

@@ -23,16 +23,18 @@ from starlette.responses import Response
 from statebus import sqlfiles
 from statebus.auth import Principal
 from statebus.http import HTTPError, authenticate, json_response, read_body
+from statebus.inputs import is_clean_text
 from statebus.runtime import runtime
 from statebus.states import read_state
 from statebus.stripe import store
-from statebus.stripe.client import StripeGateway, idempotency_key
+from statebus.stripe.client import StripeGateway, idempotency_key, redact
 from statebus.stripe.facts import ENDED_STATUSES, SubscriptionFacts
 from statebus.stripe.messages import PlanRequest, UrlAnswer, plan_decoder
 
 log = logging.getLogger("statebus.stripe")
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_PLAN_CHARS = 64  # plans.code's own CHECK
 
 
 def gateway_of(request: Request) -> StripeGateway:
@@ -47,15 +49,20 @@ def stripe_failed(exc: stripe.StripeError) -> HTTPError:
     log.warning("Stripe call failed: %s %s", type(exc).__name__, exc.code or "")
     message = "Stripe did not accept the change; nothing was changed"
     if isinstance(exc, stripe.CardError) and exc.user_message:
-        message = exc.user_message
+        message = redact(exc.user_message)
     return HTTPError(502, "stripe_failed", message)
 
 
 async def plan_request(request: Request) -> PlanRequest:
     try:
-        return plan_decoder.decode(await read_body(request, MAX_BODY_BYTES))
+        wanted = plan_decoder.decode(await read_body(request, MAX_BODY_BYTES, "billing requests"))
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "bad_request", f'send {{"plan": "<code>"}}: {exc}') from None
+    if not wanted.plan or len(wanted.plan) > MAX_PLAN_CHARS or not is_clean_text(wanted.plan):
+        raise HTTPError(
+            400, "bad_request", f"plan must be 1 to {MAX_PLAN_CHARS} characters of text"
+        )
+    return wanted
 
 
 async def plan_price(request: Request, plan: str) -> str:

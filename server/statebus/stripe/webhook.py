@@ -16,20 +16,26 @@ from starlette.responses import Response
 
 from statebus import metrics, sqlfiles
 from statebus.http import HTTPError, json_response, read_body
+from statebus.inputs import InvalidInput, decode_json
 from statebus.runtime import runtime
-from statebus.stripe.events import StoredEvent, customer_of, event_decoder
+from statebus.stripe.events import StoredEvent, customer_of
 from statebus.stripe.messages import WebhookAck
 
 log = logging.getLogger("statebus.stripe")
 
 MAX_BODY_BYTES = 1024 * 1024
 TOLERANCE_SECONDS = 300
+MAX_ID_CHARS = 255  # Stripe's ids and event types are far shorter
+# `created` must fit a timestamptz: a signed event from 1970 to the year 9999.
+MAX_CREATED = 253_402_300_799
 
 
 def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
     """Accepts a signature made with any configured secret (rotation), within 300 s."""
     if not header:
         raise HTTPError(400, "bad_signature", "missing Stripe-Signature header")
+    if not header.isascii():  # stripe-python's compare_digest raises TypeError on non-ASCII
+        raise HTTPError(400, "bad_signature", "Stripe-Signature header is not ASCII")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -44,12 +50,18 @@ def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
 
 
 def parse(body: bytes) -> StoredEvent:
+    """A signed body is still checked: Stripe would retry a 5xx for days, so anything the
+    database could not store (too deep, NUL, a `created` past any timestamp) is a 400."""
     try:
-        event = event_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+        event = msgspec.convert(decode_json(body), StoredEvent)
+    except (msgspec.ValidationError, InvalidInput) as exc:
         raise HTTPError(400, "bad_payload", f"not a Stripe event: {exc}") from None
     if not event.id or not event.type:
         raise HTTPError(400, "bad_payload", "event id and type are required")
+    if len(event.id) > MAX_ID_CHARS or len(event.type) > MAX_ID_CHARS:
+        raise HTTPError(400, "bad_payload", f"event id and type are at most {MAX_ID_CHARS} chars")
+    if isinstance(event.created, int) and not 0 <= event.created <= MAX_CREATED:
+        raise HTTPError(400, "bad_payload", "event created is not a plausible unix time")
     return event
 
 
@@ -58,7 +70,7 @@ async def stripe_webhook(request: Request) -> Response:
     secrets = rt.settings.stripe_webhook_secrets
     if not secrets:
         raise HTTPError(503, "stripe_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
-    body = await read_body(request, MAX_BODY_BYTES)
+    body = await read_body(request, MAX_BODY_BYTES, "webhook bodies")
     verify(body, request.headers.get("stripe-signature"), secrets)
     event = parse(body)
     try:
