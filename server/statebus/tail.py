@@ -102,7 +102,15 @@ def run_tail(settings: Settings, *, user_id: str | None, url: str | None) -> int
             print("statebus tail --user needs STATEBUS_JWT_SECRET to mint a token", file=sys.stderr)
             return 2
         url = url or address.socket_url(Path(settings.home))
-        token = issue_token(settings.jwt_secret, "statebus-tail", ttl=12 * 3600, admin=True)
+        token = issue_token(
+            settings.jwt_secret,
+            "statebus-tail",
+            ttl=12 * 3600,
+            admin=True,
+            admin_claim=settings.admin_claim,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
         print(f"(following {user_id} at {url})", file=sys.stderr, flush=True)
         asyncio.run(tail_user(url, token, user_id))
     except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:

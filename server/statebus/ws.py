@@ -186,6 +186,11 @@ async def client_messages(ws: WebSocket, principal: Principal) -> None:
     raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
 
 
+def close_reason(message: str) -> str:
+    """A close frame's reason is at most 123 bytes of UTF-8; cut whole characters."""
+    return message.encode()[:120].decode(errors="ignore")
+
+
 _closing: set[asyncio.Task[None]] = set()  # strong references until each close is sent
 
 
@@ -205,6 +210,6 @@ async def close_with(ws: WebSocket, code: int, error: str, message: str) -> None
         return
     try:
         await send(ws, Error(error, message))
-        await ws.close(code, reason=message[:120])
+        await ws.close(code, reason=close_reason(message))
     except (RuntimeError, WebSocketDisconnect, OSError):
         pass  # the client left first

@@ -140,7 +140,7 @@ BEGIN
 
     RETURN format($f$
 CREATE OR REPLACE FUNCTION statebus.%1$I() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $body$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         PERFORM statebus.bump(ARRAY(%4$s));
@@ -194,7 +194,7 @@ END $$;
 
 -- A plan's name, rank or limits are part of the state of every user on it.
 CREATE OR REPLACE FUNCTION statebus.capture_plans() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM statebus.bump(ARRAY(
         SELECT s.user_id FROM public.user_subscriptions s

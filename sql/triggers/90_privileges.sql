@@ -1,7 +1,7 @@
 -- Least privilege for schema statebus, re-applied after every other trigger file.
 --
 -- PostgreSQL lets PUBLIC execute every new function. statebus's functions include
--- SECURITY DEFINER ones (capture, flush), which run as their owner: no role but the
+-- SECURITY DEFINER ones (the generated capture functions), which run as their owner: no role but the
 -- owner (the role that runs `statebus migrate`) may call any of them directly. Triggers
 -- still fire for every writer: a trigger's function is checked when the trigger is
 -- created, not each time it fires, so the host app's writes are captured as before.

@@ -185,23 +185,25 @@ async def test_the_monitor_cannot_mark_a_view_of_its_own(roles: Roles) -> None:
     with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.UndefinedFunctionError)):
         await roles.monitor.execute("SELECT statebus.mark_table('mine', 'user_id')")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await roles.monitor.fetch("SELECT * FROM statebus.dirty")
+        await roles.monitor.fetch("SELECT * FROM statebus.versions")
 
 
-# --- findings the capture rewrite (issue 9) resolves; these flip when it lands ----------
+# --- track() of statebus's own tables; documents in NOTIFY --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="track() refuses schema statebus in the capture rewrite")
 async def test_track_refuses_statebus_own_tables(conn: asyncpg.Connection) -> None:
-    for table, column in (("statebus.versions", "user_id"), ("statebus.history", "user_id")):
+    for table, column in (
+        ("statebus.versions", "user_id"),
+        ("statebus.history", "user_id"),
+        ("pg_catalog.pg_class", "relname"),
+    ):
         # Inside a transaction that is rolled back: an accepted track() of
-        # statebus.versions would otherwise loop forever at commit.
-        with pytest.raises(asyncpg.PostgresError):
+        # statebus.versions would capture its own version bumps.
+        with pytest.raises(asyncpg.InvalidParameterValueError, match="system or statebus"):
             async with conn.transaction():
                 await conn.execute("SELECT statebus.track($1::regclass, $2)", table, column)
 
 
-@pytest.mark.xfail(strict=True, reason="documents leave NOTIFY in the capture rewrite")
 async def test_a_listener_without_table_privileges_receives_no_documents(roles: Roles) -> None:
     payloads: list[str] = []
 
