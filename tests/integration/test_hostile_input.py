@@ -260,9 +260,11 @@ class Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-async def test_the_access_log_has_no_query_strings(
-    server: RunningServer, http: httpx.AsyncClient
-) -> None:
+async def test_the_access_log_has_no_query_strings(dsn: str, tmp_path: Path) -> None:
+    # The access log is on at --log-level debug only; that is where it must be clean.
+    server = RunningServer(settings_for_tests(tmp_path), dsn, log_level="debug")
+    server.start()
+    http = httpx.AsyncClient(base_url=server.http, timeout=10)
     handler = Lines()
     access = logging.getLogger("uvicorn.access")
     access.addHandler(handler)
@@ -270,6 +272,8 @@ async def test_the_access_log_has_no_query_strings(
         await http.get("/healthz", params={"user_id": "user_secret_id", "token": "t0k3n"})
     finally:
         access.removeHandler(handler)
+        await http.aclose()
+        server.stop()
     assert any("/healthz" in line for line in handler.lines), handler.lines
     assert not any("user_secret_id" in line or "t0k3n" in line for line in handler.lines)
 

@@ -53,9 +53,10 @@ def stripe_failed(exc: stripe.StripeError) -> HTTPError:
     return HTTPError(502, "stripe_failed", message)
 
 
-async def plan_request(request: Request) -> PlanRequest:
+async def plan_request(request: Request, what: str) -> PlanRequest:
+    """The `{"plan": ...}` body; `what` names the route's bodies in a 413."""
     try:
-        wanted = plan_decoder.decode(await read_body(request, MAX_BODY_BYTES, "billing requests"))
+        wanted = plan_decoder.decode(await read_body(request, MAX_BODY_BYTES, what))
     except msgspec.DecodeError as exc:
         raise HTTPError(400, "bad_request", f'send {{"plan": "<code>"}}: {exc}') from None
     if not wanted.plan or len(wanted.plan) > MAX_PLAN_CHARS or not is_clean_text(wanted.plan):
@@ -152,7 +153,7 @@ async def checkout(request: Request) -> Response:
     rt = runtime(request)
     gateway = gateway_of(request)
     user_id = (await authenticate(request)).user_id
-    wanted = await plan_request(request)
+    wanted = await plan_request(request, "checkout requests")
     price = await plan_price(request, wanted.plan)
     q = sqlfiles.queries()
     if live_subscription(await rt.pool.fetchrow(q["stripe_local_subscription"], user_id)):

@@ -32,7 +32,7 @@ async def upgrade(request: Request) -> Response:
     rt = runtime(request)
     gateway = gateway_of(request)
     user_id = (await authenticate(request)).user_id
-    wanted = await plan_request(request)
+    wanted = await plan_request(request, "upgrade requests")
     target_price = await plan_price(request, wanted.plan)
     q = sqlfiles.queries()
     async with rt.pool.acquire() as conn, conn.transaction():

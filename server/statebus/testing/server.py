@@ -53,9 +53,10 @@ def settings_for_tests(home: Path, **changes: object) -> Settings:
 class RunningServer:
     """Starts, stops and restarts one statebus server on a fixed port."""
 
-    def __init__(self, settings: Settings, dsn: str) -> None:
+    def __init__(self, settings: Settings, dsn: str, *, log_level: str = "warning") -> None:
         self.settings = settings
         self.dsn = dsn
+        self.log_level = log_level
         self.port = free_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -78,8 +79,9 @@ class RunningServer:
         return issue_token(self.settings.jwt_secret, user_id, ttl=ttl, admin=admin)
 
     def start(self, timeout: float = 15.0) -> RunningServer:
-        config = uvicorn_config(self.settings, self.dsn, "127.0.0.1", self.port)
-        config.log_level = "warning"
+        config = uvicorn_config(
+            self.settings, self.dsn, "127.0.0.1", self.port, log_level=self.log_level
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"uvicorn-{self.port}", daemon=True)
         thread.start()
