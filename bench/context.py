@@ -1,0 +1,68 @@
+"""What every session of a run shares, and the small helpers they all use."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.database import Databases
+from bench.procs import Child, Processes, rss_bytes
+from bench.results import Results
+from bench.servers import Server, start
+from bench.sizes import Sizes
+
+
+@dataclass
+class Context:
+    sizes: Sizes
+    procs: Processes
+    dbs: Databases
+    env: dict[str, str]  # for statebus processes: STATEBUS_HOME, STATEBUS_JWT_SECRET
+    secret: str
+    run_dir: Path
+    results: Results
+    selected: frozenset[str]
+
+    async def server(self, system: str, max_per_user: int = 32) -> Server:
+        return await start(self.procs, system, self.dbs.dsn(system), self.env, max_per_user)
+
+    def note(self, **detail: Any) -> None:
+        self.results.details.append(detail)
+        print("  " + " ".join(f"{k}={_short(v)}" for k, v in detail.items()), flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+async def output_of(child: Child, timeout: float) -> str:
+    """Waits for a piped child to exit 0 and returns its stdout."""
+    try:
+        out, _ = await asyncio.wait_for(child.proc.communicate(), timeout)
+    except TimeoutError:
+        raise child.failure(f"did not finish within {timeout:.0f}s") from None
+    if child.proc.returncode != 0:
+        raise child.failure(f"exited with {child.proc.returncode}")
+    return out.decode()
+
+
+async def json_output(child: Child, timeout: float) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(await output_of(child, timeout))
+    return result
+
+
+async def settled_rss(pid: int, timeout: float = 15.0) -> int:
+    """RSS once two reads half a second apart differ by under 1% (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    last = rss_bytes(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = rss_bytes(pid)
+        if abs(now - last) < 0.01 * last:
+            return now
+        last = now
+    return last

@@ -1,0 +1,125 @@
+"""Figures under write load: pgbench commits/s (1), commit-to-socket latency (2), and the
+sustained rate before p99 passes 50 ms (6), with the latency-against-load curve.
+
+One server per system: pgbench runs while it LISTENs with no sockets open (every commit
+notifies; nobody watches), then one socket per user is opened for the latency runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import sys
+import time
+
+from bench.context import Context, json_output, output_of
+from bench.fleet import Fleet
+from bench.results import percentile
+from statebus.embedded import bin_dir
+
+PGBENCH_SCRIPT = """\\set u random(1, {users})
+UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'posts';
+"""
+
+
+async def writes_session(ctx: Context, system: str) -> None:
+    server = await ctx.server(system)
+    try:
+        if "pgbench" in ctx.selected:
+            for clients in ctx.sizes.pgbench_clients:
+                tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
+                ctx.results.add(system, f"pgbench_c{clients}", tps)
+                ctx.note(system=system, figure="pgbench", clients=clients, tps=tps)
+        if not ctx.selected & {"latency", "capacity"}:
+            return
+        fleet = await Fleet.start(ctx.procs, ctx.sizes.latency_workers)
+        try:
+            users = [f"u{i}" for i in range(1, ctx.sizes.latency_users + 1)]
+            took = await fleet.connect(system, server.ws_url, users, ctx.secret, 300)
+            ctx.note(system=system, figure="connect", sockets=len(users), seconds=took)
+            if "latency" in ctx.selected:
+                rate = ctx.sizes.latency_rate
+                point = await offered_load(ctx, system, fleet, rate, ctx.sizes.latency_seconds)
+                ctx.results.add(system, "latency_p50_ms", point["p50_ms"])
+                ctx.results.add(system, "latency_p99_ms", point["p99_ms"])
+            if "capacity" in ctx.selected:
+                await capacity(ctx, system, fleet)
+        finally:
+            await fleet.close()
+    finally:
+        await ctx.procs.stop(server.child)
+
+
+async def pgbench(ctx: Context, dsn: str, clients: int) -> float:
+    script = ctx.run_dir / "pgbench-update.sql"
+    script.write_text(PGBENCH_SCRIPT.format(users=ctx.sizes.users))
+    seconds = ctx.sizes.pgbench_seconds
+    argv = [str(bin_dir() / "pgbench"), "-n", "-f", str(script), "-c", str(clients)]
+    argv += ["-j", str(min(clients, 2)), "-T", str(seconds), dsn]
+    child = await ctx.procs.spawn(f"pgbench-c{clients}", argv, pipes=True)
+    out = await output_of(child, seconds * 3 + 60)
+    match = re.search(r"^tps = ([\d.]+)", out, re.MULTILINE)
+    if not match:
+        raise child.failure(f"printed no tps: {out[-500:]}")
+    return float(match[1])
+
+
+async def offered_load(
+    ctx: Context, system: str, fleet: Fleet, rate: float, seconds: float
+) -> dict[str, float]:
+    """Writes at `rate` commits/s over the latency users; commit-to-socket percentiles."""
+    await fleet.arm(record=True)
+    argv = [sys.executable, "-m", "bench.writer", ctx.dbs.dsn(system)]
+    argv += ["--users", str(ctx.sizes.latency_users), "--rate", str(rate)]
+    argv += ["--seconds", str(seconds), "--warmup", str(ctx.sizes.warmup)]
+    argv += ["--connections", str(ctx.sizes.writer_connections)]
+    writer = await ctx.procs.spawn("writer", argv, pipes=True)
+    wrote = await json_output(writer, (seconds + ctx.sizes.warmup) * 3 + 60)
+    await settle(fleet, expected=int(rate * (seconds + ctx.sizes.warmup)))
+    record_from = int(wrote["record_from"])
+    latencies = [
+        (received - used) / 1e6 for used, received in await fleet.collect() if used >= record_from
+    ]
+    if not latencies:
+        raise RuntimeError(f"{system}: no frame arrived at {rate:g} commits/s")
+    point = {
+        "offered": rate,
+        "achieved": float(wrote["achieved"]),
+        "sent": float(wrote["sent"]),
+        "delivered": float(len(latencies)),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies),
+    }
+    ctx.note(system=system, figure="load", **point)
+    return point
+
+
+async def settle(fleet: Fleet, expected: int, quiet: float = 1.0, timeout: float = 20.0) -> None:
+    """Until the sockets have `expected` frames, or none arrived for `quiet` seconds
+    (statebus may merge two quick versions of one user into the newest)."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        frames = await fleet.frames()
+        if frames >= expected:
+            return
+        if frames != last:
+            last, since = frames, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def capacity(ctx: Context, system: str, fleet: Fleet) -> None:
+    """Steps the offered load up; the last step with p99 under the bound and the offered
+    rate actually achieved (within 5%) is the sustained rate. Stops at the first miss."""
+    sustained = 0.0
+    for rate in ctx.sizes.capacity_rates:
+        point = await offered_load(ctx, system, fleet, rate, ctx.sizes.capacity_seconds)
+        ctx.results.point(system, rate, point)
+        if point["p99_ms"] > ctx.sizes.capacity_p99_ms or point["achieved"] < 0.95 * rate:
+            break
+        sustained = rate
+    ctx.results.add(system, "sustained_commits_s", sustained)
