@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import docs
+from bench import docs, profiling
 from bench.report import plot, problems, summary, text_table
 from bench.results import Results
 from bench.run import REPO, run_suite
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "or bench/results/quick.md with --quick)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory and its logs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample every server process with py-spy (pip install py-spy)",
+    )
     return parser
 
 
@@ -60,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m bench: unknown figure(s) {unknown}; pick from {FIGURES}", file=sys.stderr)
         return 2
     selected = frozenset(names or FIGURES)
+    if args.profile and not profiling.available():
+        print("python -m bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
     results_dir = REPO / "bench" / "results"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = args.json or results_dir / ("quick.json" if args.quick else f"{stamp}.json")
@@ -75,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     facts: dict[str, str] = {}
     try:
-        facts = asyncio.run(_run(sizes, selected, repeat, results, args.keep))
+        facts = asyncio.run(_run(sizes, selected, repeat, results, args.keep, args.profile))
     except asyncio.CancelledError:
         print("python -m bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130
@@ -124,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(
-    sizes: Sizes, selected: frozenset[str], repeat: int, results: Results, keep: bool
+    sizes: Sizes,
+    selected: frozenset[str],
+    repeat: int,
+    results: Results,
+    keep: bool,
+    profile: bool,
 ) -> dict[str, str]:
     # SIGTERM and SIGHUP cancel the run like Ctrl-C does, so every finally block (child
     # processes, the embedded PostgreSQL) runs before the process ends.
@@ -134,7 +147,7 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, task.cancel)
     try:
-        return await run_suite(sizes, selected, repeat, results, keep)
+        return await run_suite(sizes, selected, repeat, results, keep=keep, profile=profile)
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import profiling
 from bench.database import Databases
 from bench.procs import Child, Processes, rss_bytes
 from bench.results import Results
@@ -26,9 +27,24 @@ class Context:
     run_dir: Path
     results: Results
     selected: frozenset[str]
+    profile: bool = False
+    _profilers: dict[int, Child] = field(default_factory=dict)
 
-    async def server(self, system: str, max_per_user: int = 32) -> Server:
-        return await start(self.procs, system, self.dbs.dsn(system), self.env, max_per_user)
+    async def server(self, system: str, label: str, max_per_user: int = 32) -> Server:
+        server = await start(self.procs, system, self.dbs.dsn(system), self.env, max_per_user)
+        if self.profile:
+            out = self.run_dir / "profiles" / f"{server.pid}-{system}-{label}.txt"
+            self._profilers[server.pid] = await profiling.start(self.procs, server.pid, out)
+        return server
+
+    async def stop(self, server: Server) -> None:
+        profiler = self._profilers.pop(server.pid, None)
+        if profiler is not None:
+            await profiling.stop(self.procs, profiler)
+        # A short grace: uvicorn waits forever for the naive relay's socket tasks, which
+        # never notice a client that left (they only send), and neither server holds
+        # anything worth a graceful exit here.
+        await self.procs.stop(server.child, grace=3.0)
 
     def note(self, **detail: Any) -> None:
         self.results.details.append(detail)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -76,6 +77,7 @@ async def _prepare(
     finally:
         await conn.close()
 
+    began = time.monotonic()
     migrate = await procs.spawn(
         "statebus-migrate",
         [sys.executable, "-m", "statebus", "migrate"],
@@ -84,6 +86,8 @@ async def _prepare(
     if await asyncio.wait_for(migrate.proc.wait(), 300) != 0:
         raise migrate.failure("failed")
     await procs.stop(migrate)
+    print(f"  statebus migrate: {time.monotonic() - began:.1f}s", flush=True)
+    began = time.monotonic()
 
     conn = await asyncpg.connect(dbs.statebus)
     try:
@@ -93,6 +97,7 @@ async def _prepare(
     finally:
         await conn.close()
 
+    print(f"  seed ({users:,} users, one transaction): {time.monotonic() - began:.1f}s", flush=True)
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f"CREATE DATABASE {NAIVE_DB} TEMPLATE {STATEBUS_DB}")

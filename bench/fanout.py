@@ -17,7 +17,7 @@ ONE_USER_UPDATE = "UPDATE user_usage SET used = used + 1 WHERE user_id = 'u1' AN
 
 async def fanout_session(ctx: Context, system: str) -> None:
     sizes = ctx.sizes
-    server = await ctx.server(system)
+    server = await ctx.server(system, "fanout")
     fleet = await Fleet.start(ctx.procs, sizes.fanout_workers)
     try:
         # A few sockets opened and closed first, so the server's first-connection costs
@@ -46,7 +46,7 @@ async def fanout_session(ctx: Context, system: str) -> None:
             ctx.results.add(system, "admin_current_s", current_s)
     finally:
         await fleet.close()
-        await ctx.procs.stop(server.child)
+        await ctx.stop(server)
 
 
 async def admin_update(ctx: Context, system: str, fleet: Fleet) -> tuple[float, float]:
@@ -83,7 +83,7 @@ async def broadcast_session(ctx: Context, system: str) -> None:
     """Versions of one user, each to every one of its sockets: frames/s from the commit's
     start until the last socket has it; the median over the versions."""
     sockets = ctx.sizes.broadcast_sockets
-    server = await ctx.server(system, max_per_user=max(32, sockets))
+    server = await ctx.server(system, "broadcast", max_per_user=max(32, sockets))
     fleet = await Fleet.start(ctx.procs, ctx.sizes.broadcast_workers)
     conn = await asyncpg.connect(ctx.dbs.dsn(system))
     try:
@@ -109,4 +109,4 @@ async def broadcast_session(ctx: Context, system: str) -> None:
     finally:
         await conn.close()
         await fleet.close()
-        await ctx.procs.stop(server.child)
+        await ctx.stop(server)

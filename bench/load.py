@@ -24,7 +24,7 @@ UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'po
 
 
 async def writes_session(ctx: Context, system: str) -> None:
-    server = await ctx.server(system)
+    server = await ctx.server(system, "writes")
     try:
         if "pgbench" in ctx.selected:
             for clients in ctx.sizes.pgbench_clients:
@@ -48,7 +48,7 @@ async def writes_session(ctx: Context, system: str) -> None:
         finally:
             await fleet.close()
     finally:
-        await ctx.procs.stop(server.child)
+        await ctx.stop(server)
 
 
 async def pgbench(ctx: Context, dsn: str, clients: int) -> float:
@@ -113,13 +113,18 @@ async def settle(fleet: Fleet, expected: int, quiet: float = 1.0, timeout: float
 
 
 async def capacity(ctx: Context, system: str, fleet: Fleet) -> None:
-    """Steps the offered load up; the last step with p99 under the bound and the offered
-    rate actually achieved (within 5%) is the sustained rate. Stops at the first miss."""
-    sustained = 0.0
+    """Steps the offered load up. A step holds when its p99 stays under the bound and the
+    writer achieves the offered rate (within 5%); the sustained rate is the highest step
+    that held. Stepping ends after two misses in a row (one noisy step does not end the
+    curve), or at once when the writer reached under half the offered rate."""
+    sustained, misses = 0.0, 0
     for rate in ctx.sizes.capacity_rates:
         point = await offered_load(ctx, system, fleet, rate, ctx.sizes.capacity_seconds)
         ctx.results.point(system, rate, point)
-        if point["p99_ms"] > ctx.sizes.capacity_p99_ms or point["achieved"] < 0.95 * rate:
+        if point["p99_ms"] <= ctx.sizes.capacity_p99_ms and point["achieved"] >= 0.95 * rate:
+            sustained, misses = rate, 0
+            continue
+        misses += 1
+        if misses == 2 or point["achieved"] < 0.5 * rate:
             break
-        sustained = rate
     ctx.results.add(system, "sustained_commits_s", sustained)

@@ -143,6 +143,7 @@ def plot(results: Results, sizes: Sizes, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
     styles = {"statebus": "tab:blue", "naive": "tab:orange"}
@@ -163,6 +164,8 @@ def plot(results: Results, sizes: Sizes, path: Path) -> None:
         fontsize=8,
     )
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("offered load, single-row commits/s")
     ax.set_ylabel("commit-to-socket latency, ms")
     ax.set_title(f"commit-to-socket latency, {sizes.latency_users:,} users, one socket each")

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench import profiling
 from bench.context import Context
 from bench.database import prepare, tidy
 from bench.fanout import broadcast_session, fanout_session
@@ -35,7 +36,13 @@ SESSIONS: tuple[tuple[frozenset[str], Session], ...] = (
 
 
 async def run_suite(
-    sizes: Sizes, selected: frozenset[str], repeat: int, results: Results, keep: bool
+    sizes: Sizes,
+    selected: frozenset[str],
+    repeat: int,
+    results: Results,
+    *,
+    keep: bool,
+    profile: bool,
 ) -> dict[str, str]:
     """Runs everything selected into `results`; returns facts about the database."""
     # Short: the server's Unix socket path lives in here and may not pass ~107 bytes.
@@ -51,7 +58,7 @@ async def run_suite(
         dbs = await prepare(home, sizes.users, procs, env)
         facts["postgres"] = dbs.server_version
         print(f"database ready: {sizes.users:,} users in {time.monotonic() - started:.1f}s")
-        ctx = Context(sizes, procs, dbs, env, secret, home, results, selected)
+        ctx = Context(sizes, procs, dbs, env, secret, home, results, selected, profile)
         try:
             for rep in range(repeat):
                 order = SYSTEMS if rep % 2 == 0 else tuple(reversed(SYSTEMS))
@@ -60,9 +67,11 @@ async def run_suite(
                         if not figures & selected:
                             continue
                         print(f"[{rep + 1}/{repeat}] {system}: {session.__name__}", flush=True)
+                        began = time.monotonic()
                         await tidy(dbs)
                         try:
                             await session(ctx, system)
+                            print(f"  ({time.monotonic() - began:.1f}s)", flush=True)
                         except Exception as exc:
                             traceback.print_exc()
                             results.errors.append(
@@ -72,6 +81,10 @@ async def run_suite(
             dbs.embedded.stop()
     finally:
         await procs.close()
-        if not keep and not results.errors:
+        for path in sorted((home / "profiles").glob("*.txt")):
+            print("\n" + profiling.summary(path), flush=True)
+        if keep or profile or results.errors:
+            print(f"kept the run directory (logs, data): {home}", flush=True)
+        else:
             shutil.rmtree(home, ignore_errors=True)
     return facts
