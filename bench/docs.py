@@ -25,7 +25,6 @@ def machine(facts: dict[str, str], repo: Path) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(_meminfo_kib() / 2**20, 1),
         "cpu": _cpu_model(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "postgres": facts.get("postgres", "?"),
         "python": platform.python_version(),
         "os": platform.platform(),
