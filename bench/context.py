@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +30,27 @@ class Context:
     results: Results
     selected: frozenset[str]
     profile: bool = False
-    _profilers: dict[int, Child] = field(default_factory=dict)
+    _profiles: int = 0  # profiles written so far: their files' order
 
-    async def server(self, system: str, label: str, max_per_user: int = 32) -> Server:
-        server = await start(self.procs, system, self.dbs.dsn(system), self.env, max_per_user)
-        if self.profile:
-            out = self.run_dir / "profiles" / f"{server.pid}-{system}-{label}.txt"
-            self._profilers[server.pid] = await profiling.start(self.procs, server.pid, out)
-        return server
+    async def server(self, system: str, max_per_user: int = 32) -> Server:
+        return await start(self.procs, system, self.dbs.dsn(system), self.env, max_per_user)
+
+    @contextlib.asynccontextmanager
+    async def profiled(self, server: Server, phase: str) -> AsyncIterator[None]:
+        """With --profile: py-spy samples the server during the measured phase only
+        (not while its sockets connect)."""
+        if not self.profile:
+            yield
+            return
+        self._profiles += 1
+        out = self.run_dir / "profiles" / f"{self._profiles:02d}-{server.system}-{phase}.txt"
+        profiler = await profiling.start(self.procs, server.pid, out)
+        try:
+            yield
+        finally:
+            await profiling.stop(self.procs, profiler)
 
     async def stop(self, server: Server) -> None:
-        profiler = self._profilers.pop(server.pid, None)
-        if profiler is not None:
-            await profiling.stop(self.procs, profiler)
         # A short grace: uvicorn waits forever for the naive relay's socket tasks, which
         # never notice a client that left (they only send), and neither server holds
         # anything worth a graceful exit here.

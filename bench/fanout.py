@@ -17,7 +17,7 @@ ONE_USER_UPDATE = "UPDATE user_usage SET used = used + 1 WHERE user_id = 'u1' AN
 
 async def fanout_session(ctx: Context, system: str) -> None:
     sizes = ctx.sizes
-    server = await ctx.server(system, "fanout")
+    server = await ctx.server(system)
     fleet = await Fleet.start(ctx.procs, sizes.fanout_workers)
     try:
         # A few sockets opened and closed first, so the server's first-connection costs
@@ -41,7 +41,8 @@ async def fanout_session(ctx: Context, system: str) -> None:
         if "rss" in ctx.selected:
             ctx.results.add(system, "rss_kib_per_socket", per_socket)
         if "admin" in ctx.selected:
-            commit_s, current_s = await admin_update(ctx, system, fleet)
+            async with ctx.profiled(server, "admin"):
+                commit_s, current_s = await admin_update(ctx, system, fleet)
             ctx.results.add(system, "admin_commit_s", commit_s)
             ctx.results.add(system, "admin_current_s", current_s)
     finally:
@@ -83,20 +84,21 @@ async def broadcast_session(ctx: Context, system: str) -> None:
     """Versions of one user, each to every one of its sockets: frames/s from the commit's
     start until the last socket has it; the median over the versions."""
     sockets = ctx.sizes.broadcast_sockets
-    server = await ctx.server(system, "broadcast", max_per_user=max(32, sockets))
+    server = await ctx.server(system, max_per_user=max(32, sockets))
     fleet = await Fleet.start(ctx.procs, ctx.sizes.broadcast_workers)
     conn = await asyncpg.connect(ctx.dbs.dsn(system))
     try:
         await fleet.connect(system, server.ws_url, ["u1"] * sockets, ctx.secret, 300)
         rates = []
-        for _ in range(ctx.sizes.broadcast_versions):
-            await fleet.arm()
-            started = time.monotonic_ns()
-            await conn.execute(ONE_USER_UPDATE)
-            current, total, last = await fleet.wait_current(ctx.sizes.current_timeout)
-            if current != total:
-                raise RuntimeError(f"{system}: {current} of {total} sockets got the version")
-            rates.append(total / ((last - started) / 1e9))
+        async with ctx.profiled(server, "broadcast"):
+            for _ in range(ctx.sizes.broadcast_versions):
+                await fleet.arm()
+                started = time.monotonic_ns()
+                await conn.execute(ONE_USER_UPDATE)
+                current, total, last = await fleet.wait_current(ctx.sizes.current_timeout)
+                if current != total:
+                    raise RuntimeError(f"{system}: {current} of {total} sockets got the version")
+                rates.append(total / ((last - started) / 1e9))
         frames_s = statistics.median(rates)
         ctx.results.add(system, "broadcast_frames_s", frames_s)
         ctx.note(

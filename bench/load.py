@@ -24,13 +24,14 @@ UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'po
 
 
 async def writes_session(ctx: Context, system: str) -> None:
-    server = await ctx.server(system, "writes")
+    server = await ctx.server(system)
     try:
         if "pgbench" in ctx.selected:
-            for clients in ctx.sizes.pgbench_clients:
-                tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
-                ctx.results.add(system, f"pgbench_c{clients}", tps)
-                ctx.note(system=system, figure="pgbench", clients=clients, tps=tps)
+            async with ctx.profiled(server, "pgbench"):
+                for clients in ctx.sizes.pgbench_clients:
+                    tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
+                    ctx.results.add(system, f"pgbench_c{clients}", tps)
+                    ctx.note(system=system, figure="pgbench", clients=clients, tps=tps)
         if not ctx.selected & {"latency", "capacity"}:
             return
         fleet = await Fleet.start(ctx.procs, ctx.sizes.latency_workers)
@@ -40,11 +41,13 @@ async def writes_session(ctx: Context, system: str) -> None:
             ctx.note(system=system, figure="connect", sockets=len(users), seconds=took)
             if "latency" in ctx.selected:
                 rate = ctx.sizes.latency_rate
-                point = await offered_load(ctx, system, fleet, rate, ctx.sizes.latency_seconds)
+                async with ctx.profiled(server, "latency"):
+                    point = await offered_load(ctx, system, fleet, rate, ctx.sizes.latency_seconds)
                 ctx.results.add(system, "latency_p50_ms", point["p50_ms"])
                 ctx.results.add(system, "latency_p99_ms", point["p99_ms"])
             if "capacity" in ctx.selected:
-                await capacity(ctx, system, fleet)
+                async with ctx.profiled(server, "capacity"):
+                    await capacity(ctx, system, fleet)
         finally:
             await fleet.close()
     finally:

@@ -1,7 +1,7 @@
 """`--profile`: py-spy samples each server process of a run (`pip install py-spy`).
 
-Each server session gets one collapsed-stack file (`<n>-<system>-<session>.txt` under
-the run directory's profiles/), and `summary()` prints where the samples were.
+Each measured phase gets one collapsed-stack file (`<n>-<system>-<phase>.txt` under the
+run directory's profiles/), and `summary()` prints where the samples were.
 py-spy runs with --nonblocking, so the server is never paused to be sampled.
 """
 
@@ -12,10 +12,13 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
 from bench.procs import Child, Processes
+
+ATTACH_TIMEOUT = 20.0
 
 
 def available() -> bool:
@@ -26,7 +29,14 @@ async def start(procs: Processes, pid: int, out: Path) -> Child:
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = ["py-spy", "record", "--pid", str(pid), "--rate", "100", "--nonblocking"]
     argv += ["--format", "raw", "--output", str(out)]
-    return await procs.spawn("py-spy", argv)
+    child = await procs.spawn("py-spy", argv)
+    # py-spy announces itself once attached; samples before that would be lost.
+    deadline = time.monotonic() + ATTACH_TIMEOUT
+    while "Sampling process" not in child.log.read_text(errors="replace"):
+        if not child.alive() or time.monotonic() > deadline:
+            raise child.failure("did not start sampling")
+        await asyncio.sleep(0.05)
+    return child
 
 
 async def stop(procs: Processes, child: Child) -> None:
