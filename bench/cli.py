@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import docs, profiling
 from bench.report import plot, problems, summary, text_table
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory and its logs")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="run nothing: write the page and plot again from a saved run's JSON",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="sample every server process with py-spy (pip install py-spy)",
@@ -55,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.from_json:
+        return rewrite_page(args.from_json, args.docs or REPO / "docs" / "benchmarks.md")
     sizes = QUICK if args.quick else FULL
     repeat = args.repeat or sizes.repeat
     if repeat < 1:
@@ -111,26 +120,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({**run, **results.to_json()}, indent=1) + "\n")
-    plot_path = docs_path.with_name(docs_path.stem + "-latency.png")
+    plot_path = write_page(docs_path, run, results, sizes)
+    print(
+        f"\nwall time {wall:.1f}s; JSON {_shown(json_path)}; page {_shown(docs_path)}"
+        + (f"; plot {_shown(plot_path)}" if plot_path else "")
+    )
+    if found:
+        print("\nPROBLEMS:\n" + "\n".join(f"  - {p}" for p in found), file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_page(path: Path, run: dict[str, Any], results: Results, sizes: Sizes) -> Path | None:
+    """The Markdown page, and its plot when the run has a latency curve."""
+    plot_path = path.with_name(path.stem + "-latency.png")
     drew = any(results.curve.values())
     if drew:
         plot(results, sizes, plot_path)
-    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = summary(results, sizes, frozenset(run["selected"]))
     docs.write(
-        docs_path,
+        path,
         table=table,
         results=results,
         sizes=sizes,
         run=run,
         plot_name=plot_path.name if drew else None,
     )
-    print(
-        f"\nwall time {wall:.1f}s; JSON {_shown(json_path)}; page {_shown(docs_path)}"
-        + (f"; plot {_shown(plot_path)}" if drew else "")
-    )
-    if found:
-        print("\nPROBLEMS:\n" + "\n".join(f"  - {p}" for p in found), file=sys.stderr)
-        return 1
+    return plot_path if drew else None
+
+
+def rewrite_page(json_path: Path, docs_path: Path) -> int:
+    saved = json.loads(json_path.read_text())
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in saved["sizes"].items()
+    }
+    sizes = Sizes(**fields)
+    results = Results.from_json(saved)
+    write_page(docs_path, saved, results, sizes)
+    print(f"page {_shown(docs_path)} written again from {_shown(json_path)}")
     return 0
 
 

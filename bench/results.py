@@ -46,6 +46,18 @@ class Results:
             )
         return sorted(rows)
 
+    def achieved(self, system: str, rate: float) -> float | None:
+        """Median commits/s the writer reached at one offered step."""
+        points = self.curve[system].get(f"{rate:g}", [])
+        return statistics.median(p["achieved"] for p in points) if points else None
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> Results:
+        results = cls()
+        results.runs, results.curve = saved["runs"], saved["curve"]
+        results.details, results.errors = saved["details"], saved["errors"]
+        return results
+
     def to_json(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
