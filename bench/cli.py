@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep", action="store_true", help="keep the run directory and its logs")
     parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="end the run (cleanly) after this long; default 600 with --quick, else 2400 a repetition",
+    )
+    parser.add_argument(
         "--from-json",
         type=Path,
         metavar="PATH",
@@ -88,16 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
 
+    # A bound on the whole run, so a hang anywhere ends (and cleans up) instead of
+    # holding a CI job: generous, since every step also has its own deadline.
+    limit = args.time_limit or (600.0 if args.quick else 2400.0 * repeat)
     results = Results()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.monotonic()
     facts: dict[str, str] = {}
     try:
-        facts = asyncio.run(_run(sizes, selected, repeat, results, args.keep, args.profile))
-    except asyncio.CancelledError:
+        facts = asyncio.run(_run(sizes, selected, repeat, results, args.keep, args.profile, limit))
+    except (asyncio.CancelledError, KeyboardInterrupt):
         print("python -m bench: interrupted; every child process was stopped", file=sys.stderr)
         return 130
+    except TimeoutError:
+        print(
+            f"python -m bench: the run passed its time limit ({limit:.0f}s);"
+            " every child process was stopped",
+            file=sys.stderr,
+        )
+        return 1
     wall = time.monotonic() - started
 
     table = summary(results, sizes, selected)
@@ -169,6 +185,7 @@ async def _run(
     results: Results,
     keep: bool,
     profile: bool,
+    limit: float,
 ) -> dict[str, str]:
     # SIGTERM and SIGHUP cancel the run like Ctrl-C does, so every finally block (child
     # processes, the embedded PostgreSQL) runs before the process ends.
@@ -178,7 +195,9 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, task.cancel)
     try:
-        return await run_suite(sizes, selected, repeat, results, keep=keep, profile=profile)
+        return await asyncio.wait_for(
+            run_suite(sizes, selected, repeat, results, keep=keep, profile=profile), limit
+        )
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):

@@ -48,12 +48,12 @@ async def run_suite(
     # Short: the server's Unix socket path lives in here and may not pass ~107 bytes.
     home = Path(tempfile.mkdtemp(prefix="sbbench", dir="/tmp"))
     (home / "logs").mkdir()
-    print(f"run directory (logs): {home}", flush=True)
     procs = Processes(home / "logs", REPO)
     secret = secrets.token_urlsafe(48)
     env = {"STATEBUS_HOME": str(home / "statebus"), "STATEBUS_JWT_SECRET": secret}
     facts: dict[str, str] = {}
     try:
+        print(f"run directory (logs): {home}", flush=True)
         started = time.monotonic()
         dbs = await prepare(home, sizes.users, procs, env)
         facts["postgres"] = dbs.server_version
