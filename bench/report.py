@@ -157,11 +157,13 @@ def plot(results: Results, sizes: Sizes, path: Path) -> None:
         ax.plot(x, [p[2] for p in points], "s--", color=color, label=f"{label} p99")
     ax.axhline(sizes.capacity_p99_ms, color="grey", linewidth=0.8, linestyle=":")
     ax.text(
-        ax.get_xlim()[0],
-        sizes.capacity_p99_ms * 1.08,
-        f" {sizes.capacity_p99_ms:g} ms",
+        ax.get_xlim()[1],
+        sizes.capacity_p99_ms * 0.9,
+        f"p99 bound {sizes.capacity_p99_ms:g} ms ",
         color="grey",
         fontsize=8,
+        horizontalalignment="right",
+        verticalalignment="top",
     )
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
