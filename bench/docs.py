@@ -107,11 +107,14 @@ def write(
     parts += [
         "## Command\n",
         f"    {run['command']}\n",
-        f"Full run: `python -m bench` (3 repetitions); `--repeat N`, `--only NAME` "
-        f"(pgbench, latency, admin, rss, broadcast, capacity), `--quick` (the CI smoke test: "
-        f"small sizes, one repetition, numbers not meaningful). JSON of this run: "
-        f"`{run['json']}`; server and load-generator logs stay in the run directory when a "
-        f"run fails (or with `--keep`).\n",
+        f"Full run: `python -m bench` (3 repetitions, about 45 minutes on this machine). "
+        f"Flags: `--repeat N`; `--only NAME` (pgbench, latency, admin, rss, broadcast, "
+        f"capacity; repeatable); `--quick` (the CI smoke test: small sizes, one repetition, "
+        f"numbers not meaningful, under 2 minutes); `--profile` (py-spy samples the server "
+        f"during each measured phase); `--keep` (keep the run directory: logs, data, "
+        f"profiles; kept anyway when a run fails); `--time-limit SECONDS`; `--json PATH`, "
+        f"`--docs PATH`; `--from-json PATH` (write this page again from a saved run, keeping "
+        f'the hand-written "What binds"). JSON of this run: `{run["json"]}`.\n',
         "## Machine\n",
         "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in m.items()) + "\n",
     ]
