@@ -171,7 +171,9 @@ def rewrite_page(json_path: Path, docs_path: Path) -> int:
     fields: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in saved["sizes"].items()
     }
-    sizes = Sizes(**fields)
+    # Sizes added since the run was saved take today's defaults.
+    base = dataclasses.asdict(QUICK if saved.get("quick") else FULL)
+    sizes = Sizes(**{**base, **{k: v for k, v in fields.items() if k in base}})
     results = Results.from_json(saved)
     write_page(docs_path, saved, results, sizes)
     print(f"page {_shown(docs_path)} written again from {_shown(json_path)}")

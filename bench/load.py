@@ -8,16 +8,20 @@ notifies; nobody watches), then one socket per user is opened for the latency ru
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import statistics
 import sys
 import time
+
+import asyncpg
 
 from bench.context import Context, json_output, output_of
 from bench.fleet import Fleet
 from bench.results import percentile
 from statebus.embedded import bin_dir
 
+SPLIT_UPDATE = "UPDATE user_usage SET used = used + 1 WHERE user_id = $1 AND metric = 'posts'"
 PGBENCH_SCRIPT = """\\set u random(1, {users})
 UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'posts';
 """
@@ -32,6 +36,9 @@ async def writes_session(ctx: Context, system: str) -> None:
                     tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
                     ctx.results.add(system, f"pgbench_c{clients}", tps)
                     ctx.note(system=system, figure="pgbench", clients=clients, tps=tps)
+            update_ms, commit_ms = await commit_split(ctx, system)
+            ctx.results.add(system, "split_update_ms", update_ms)
+            ctx.results.add(system, "split_commit_ms", commit_ms)
         if not ctx.selected & {"latency", "capacity"}:
             return
         fleet = await Fleet.start(ctx.procs, ctx.sizes.latency_workers)
@@ -66,6 +73,30 @@ async def pgbench(ctx: Context, dsn: str, clients: int) -> float:
     if not match:
         raise child.failure(f"printed no tps: {out[-500:]}")
     return float(match[1])
+
+
+async def commit_split(ctx: Context, system: str) -> tuple[float, float]:
+    """Where one single-row transaction's time goes: the median round trip of its UPDATE
+    (row and statement triggers) and of its COMMIT (deferred triggers, NOTIFY), on one
+    connection, to random users."""
+    conn = await asyncpg.connect(ctx.dbs.dsn(system), command_timeout=60)
+    rng = random.Random(7)
+    update, commit = [], []
+    try:
+        for _ in range(ctx.sizes.split_transactions):
+            user = f"u{rng.randrange(ctx.sizes.users) + 1}"
+            await conn.execute("BEGIN")
+            started = time.perf_counter()
+            await conn.execute(SPLIT_UPDATE, user)
+            updated = time.perf_counter()
+            await conn.execute("COMMIT")
+            commit.append(time.perf_counter() - updated)
+            update.append(updated - started)
+    finally:
+        await conn.close()
+    update_ms, commit_ms = statistics.median(update) * 1e3, statistics.median(commit) * 1e3
+    ctx.note(system=system, figure="commit_split", update_ms=update_ms, commit_ms=commit_ms)
+    return update_ms, commit_ms
 
 
 async def offered_load(

@@ -12,6 +12,7 @@ class Sizes:
     users: int  # seeded users; the admin UPDATE touches all of them
     pgbench_clients: tuple[int, ...]
     pgbench_seconds: int
+    split_transactions: int  # single-row transactions timed statement by statement
     latency_users: int  # one socket per user, for latency and capacity
     latency_rate: float  # commits/s for the latency figure
     latency_seconds: float
@@ -34,6 +35,7 @@ FULL = Sizes(
     users=100_000,
     pgbench_clients=(1, 4, 8),
     pgbench_seconds=10,
+    split_transactions=2_000,
     latency_users=1_000,
     latency_rate=500,
     latency_seconds=10,
@@ -56,6 +58,7 @@ QUICK = Sizes(
     users=2_000,
     pgbench_clients=(1, 4, 8),
     pgbench_seconds=1,
+    split_transactions=200,
     latency_users=200,
     latency_rate=200,
     latency_seconds=1.5,
