@@ -7,6 +7,7 @@ worker that answers with an error or dies fails the figure with its log's tail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any
@@ -105,14 +106,18 @@ class Fleet:
         return [(int(u), int(t)) for r in replies for u, t in r["samples"]]
 
     async def close(self) -> None:
-        for worker in self.workers:
+        """Every worker closes its sockets (all at once) and exits; stragglers are stopped."""
+
+        async def leave(worker: Child) -> None:
             if worker.alive():
                 try:
                     await self._ask(worker, {"cmd": "disconnect"}, 30)
-                except RuntimeError:
-                    pass  # it is stopped below either way
+                except (RuntimeError, OSError):
+                    pass  # a dead or wedged worker is stopped below either way
                 stdin = worker.proc.stdin
                 if stdin is not None:
-                    stdin.close()  # EOF: the worker leaves its loop and exits
-        for worker in self.workers:
+                    with contextlib.suppress(OSError):
+                        stdin.close()  # EOF: the worker leaves its loop and exits
             await self.procs.stop(worker, grace=10)
+
+        await asyncio.gather(*(leave(worker) for worker in self.workers))
