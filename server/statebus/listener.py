@@ -102,7 +102,23 @@ class Listener:
             self._wake.set()
 
     async def _read_forever(self) -> None:
+        """Reads due users' envelopes on a connection held for as long as it works.
+
+        Held, not taken from the pool per read: a pool's release resets the connection,
+        one more round trip between a commit and its sockets.
+        """
         failures = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    failures = 0
+                    await self._read_with(conn)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                failures += 1
+                log.warning("could not read envelopes (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(backoff.delay(failures, base=0.1, cap=2.0))
+
+    async def _read_with(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -114,19 +130,10 @@ class Listener:
                 if not batch:
                     continue
                 try:
-                    envelopes = await read_envelopes(self._pool, batch)
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                ) as exc:
-                    failures += 1
-                    log.warning("could not read %d envelopes (%s); retrying", len(batch), exc)
-                    self._queue(batch)
-                    await asyncio.sleep(backoff.delay(failures, base=0.1, cap=2.0))
-                    continue
-                failures = 0
+                    envelopes = await read_envelopes(conn, batch)
+                except BaseException:
+                    self._queue(batch)  # read again on the next connection
+                    raise
                 for env in envelopes:
                     if env.version > self._hub.latest_version(env.user_id):
                         self._hub.publish(frame_of(env))

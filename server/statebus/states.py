@@ -31,15 +31,18 @@ def frame_of(env: Envelope) -> Frame:
     return Frame(env.user_id, env.version, text)
 
 
+Database = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
 async def read_envelopes(
-    db: asyncpg.Pool | asyncpg.Connection, user_ids: Sequence[str], *, timeout: float = 30.0
+    db: Database, user_ids: Sequence[str], *, timeout: float = 30.0
 ) -> list[Envelope]:
     """Current envelopes of `user_ids` (distinct), each version and document from one snapshot."""
     rows = await db.fetch(sqlfiles.queries()["envelopes"], list(user_ids), timeout=timeout)
     return [envelope_from_row(row) for row in rows]
 
 
-async def read_state(db: asyncpg.Pool | asyncpg.Connection, user_id: str) -> Envelope:
+async def read_state(db: Database, user_id: str) -> Envelope:
     """The latest envelope of one user: version 0 and state null before any row exists."""
     (env,) = await read_envelopes(db, [user_id])
     return env
