@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from statebus import inputs, metrics
 from statebus.auth import AuthError, Principal
+from statebus.hub import Subscriber
 from statebus.messages import Auth, Current, Error, client_decoder, encoder
 from statebus.runtime import Runtime, runtime
 from statebus.states import frame_of, read_state
@@ -49,7 +50,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         if not origin_allowed(ws, rt.settings.allowed_origins):
             raise Close(4403, "origin_not_allowed", "this origin may not open sockets")
         auth, principal = await authenticate(ws, rt)
-        await serve_subscriber(ws, rt, auth, principal)
+        # Only what the socket needs from here on: the token itself stays out of this
+        # long-lived frame.
+        user_id, since, expires_at = (
+            auth.user_id or principal.user_id,
+            auth.since,
+            principal.expires_at,
+        )
+        del auth, principal
+        await serve_subscriber(ws, rt, user_id, since, expires_at)
     except Close as close:
         await close_with(ws, close.code, close.error, close.message)
     except WebSocketDisconnect:
@@ -136,52 +145,64 @@ async def verify(rt: Runtime, token: str) -> Principal:
         raise Close(4401, exc.code, exc.message) from exc
 
 
-async def serve_subscriber(ws: WebSocket, rt: Runtime, auth: Auth, principal: Principal) -> None:
+# Why the hub closed a socket, as (error code, message) by close code.
+SERVER_CLOSES = {
+    1012: ("restarting", "server restarting; reconnect with since"),
+    4401: ("token_expired", "token expired; reconnect with a fresh one"),
+}
+
+
+async def serve_subscriber(
+    ws: WebSocket, rt: Runtime, user_id: str, since: int | None, expires_at: float
+) -> None:
     """Send the first envelope, then let the hub push every newer one until the end.
 
-    This task only waits for the client (its next message, its disconnect, or its
-    token's expiry); frames are sent by the hub's short-lived send tasks, so an idle
-    socket costs this one task and a small subscriber object.
+    This task only waits for the client's next message or its disconnect; frames are
+    sent by the hub's short-lived send tasks and the token's expiry is a timer, so an
+    idle socket costs this one task, a small subscriber object and a timer handle.
     """
-    user_id = auth.user_id or principal.user_id
 
     async def sink(text: str) -> None:
         await ws.send_text(text)
         metrics.snapshots_sent.inc()
 
     def on_close(reason: object) -> None:
-        if isinstance(reason, int):  # shutdown: tell the client to come back with since
-            _spawn(close_with(ws, reason, "restarting", "server restarting; reconnect with since"))
+        if isinstance(reason, int) and reason in SERVER_CLOSES:
+            _spawn(close_with(ws, reason, *SERVER_CLOSES[reason]))
 
     async with rt.hub.subscribe(user_id, sink, on_close) as sub:
         metrics.sockets.inc()
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), sub.close, 4401
+        )
         try:
-            sub.offer(frame_of(await read_state(rt.pool, user_id)))
-            first = sub.take()  # ours, or a newer one the listener offered meanwhile
-            if first is not None:
-                if auth.since is not None and first.version == auth.since:
-                    await send(ws, Current(first.version))
-                else:
-                    await ws.send_text(first.text)
-                sub.release()
-            await client_messages(ws, principal)
+            await send_first(ws, rt, sub, since)
+            await client_messages(ws)
         finally:
+            expiry.cancel()
             metrics.sockets.dec()
 
 
-async def client_messages(ws: WebSocket, principal: Principal) -> None:
+async def send_first(ws: WebSocket, rt: Runtime, sub: Subscriber, since: int | None) -> None:
+    """The user's current envelope, or `current` when the client already has it."""
+    sub.offer(frame_of(await read_state(rt.pool, sub.user_id)))
+    first = sub.take()  # ours, or a newer one the listener offered meanwhile
+    if first is None:
+        return  # closed meanwhile (shutdown): the close frame is on its way
+    if since is not None and first.version == since:
+        await send(ws, Current(first.version))
+    else:
+        await ws.send_text(first.text)
+    sub.release()
+
+
+async def client_messages(ws: WebSocket) -> None:
     """After auth a client has nothing to say; anything it does say must still be valid.
 
-    Returns only by raising: the client's disconnect, a protocol error, or 4401 when
-    the token expires (a timer on this task, not another task per socket).
+    Returns only by raising: the client's disconnect (also after a close we sent) or
+    a protocol error.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(0.0, principal.expires_at - time.time())
-    try:
-        async with asyncio.timeout_at(deadline):
-            text = await receive_text(ws)
-    except TimeoutError:
-        raise Close(4401, "token_expired", "token expired; reconnect with a fresh one") from None
+    text = await receive_text(ws)
     decode(text)
     raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
 
