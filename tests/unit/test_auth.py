@@ -6,141 +6,39 @@ The JWKS endpoint is a third-party service, so it is served by `httpx.MockTransp
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.algorithms import RSAAlgorithm
 
 from statebus.auth import (
-    AuthError,
     AuthSettings,
     Principal,
     TokenVerifier,
-    bearer_token,
     issue_token,
 )
 from statebus.jwks import JwksCache, parse_jwks
-
-SECRET = "test-secret-0123456789-abcdefghijklmnop"
-USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
-JWKS_URL = "https://idp.example/.well-known/jwks.json"
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_KEY_2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def rsa_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
-    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
-
-
-def ec_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
-    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-    return {**jwk, "kid": kid, "use": "sig"}  # no `alg`: implied by kty EC + crv P-256
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base: dict[str, Any] = {"sub": USER, "iat": now, "exp": now + 600}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hand_made(header: dict[str, Any], payload: dict[str, Any], key: bytes | None) -> str:
-    """A token PyJWT would refuse to make: `alg: none`, or HMAC keyed with a public key."""
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-    signature = (
-        b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
-    )
-    return f"{signing_input}.{b64(signature)}"
-
-
-async def refused(verifier: TokenVerifier, token: str, code: str) -> AuthError:
-    with pytest.raises(AuthError) as caught:
-        await verifier.verify(token)
-    err = caught.value
-    assert err.code == code
-    for leaked in (token, SECRET, *token.split(".")[1:]):
-        assert not leaked or leaked not in str(err)
-    assert err.__cause__ is None  # PyJWT's message is not chained along either
-    return err
-
-
-class FakeIdp:
-    """A JWKS endpoint whose key set the test can rotate, counting every request."""
-
-    def __init__(self, *keys: dict[str, Any]) -> None:
-        self.keys: list[Any] = list(keys)
-        self.requests = 0
-        self.down = False
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        assert str(request.url) == JWKS_URL
-        self.requests += 1
-        if self.down:
-            return httpx.Response(503)
-        return httpx.Response(200, json={"keys": self.keys})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def hs() -> TokenVerifier:
-    return TokenVerifier(AuthSettings(secret=SECRET, jwks_url=None, audience=None, issuer=None))
-
-
-@pytest.fixture
-def idp() -> FakeIdp:
-    return FakeIdp(rsa_jwk(RSA_KEY, "rsa-1"), ec_jwk(EC_KEY, "ec-1"))
-
-
-@pytest.fixture
-async def http(idp: FakeIdp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(idp.handler)) as client:
-        yield client
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def make_jwks_verifier(http: httpx.AsyncClient, clock: Clock) -> Callable[..., TokenVerifier]:
-    def make(audience: str | None = None, issuer: str | None = None) -> TokenVerifier:
-        settings = AuthSettings(secret=SECRET, jwks_url=JWKS_URL, audience=audience, issuer=issuer)
-        verifier = TokenVerifier(settings, http=http)
-        verifier.jwks = JwksCache(JWKS_URL, http, clock=clock)  # same cache, test-driven time
-        return verifier
-
-    return make
-
-
-@pytest.fixture
-def jwks(make_jwks_verifier: Callable[..., TokenVerifier]) -> TokenVerifier:
-    return make_jwks_verifier()
-
+from tests.unit.auth_support import (
+    EC_KEY,
+    JWKS_URL,
+    RSA_KEY,
+    RSA_KEY_2,
+    SECRET,
+    USER,
+    Clock,
+    FakeIdp,
+    b64,
+    claims,
+    hand_made,
+    refused,
+    rsa_jwk,
+)
 
 # --- HS256 ---------------------------------------------------------------------------
 
@@ -363,100 +261,3 @@ async def test_hs256_audience_mismatch() -> None:
     assert (await verifier.verify(good)).user_id == USER
     await refused(verifier, issue_token(SECRET, USER, audience="x", issuer="me"), "invalid_token")
     await refused(verifier, issue_token(SECRET, USER, audience="statebus"), "invalid_token")
-
-
-# --- principal, may_read, helpers ----------------------------------------------------
-
-
-@pytest.mark.parametrize(("role", "admin"), [("admin", True), ("user", False), (None, False)])
-async def test_admin_role(hs: TokenVerifier, role: str | None, admin: bool) -> None:
-    token = jwt.encode(claims(role=role), SECRET, algorithm="HS256")
-    assert (await hs.verify(token)).admin is admin
-
-
-def test_may_read(hs: TokenVerifier) -> None:
-    user = Principal(user_id="u1", admin=False, expires_at=0)
-    admin = Principal(user_id="root", admin=True, expires_at=0)
-    assert hs.may_read(user, "u1")
-    assert not hs.may_read(user, "u2")
-    assert hs.may_read(admin, "u2")
-
-
-@pytest.mark.parametrize(
-    ("header", "token"),
-    [
-        ("Bearer abc.def.ghi", "abc.def.ghi"),
-        ("bearer abc", "abc"),
-        ("BEARER   abc  ", "abc"),
-        ("Basic dXNlcjpwYXNz", None),
-        ("Bearer", None),
-        ("Bearer ", None),
-        ("Bearer a b", None),
-        ("abc", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_bearer_token(header: str | None, token: str | None) -> None:
-    assert bearer_token(header) == token
-
-
-async def test_issue_token_roundtrip(hs: TokenVerifier) -> None:
-    before = time.time()
-    principal = await hs.verify(issue_token(SECRET, USER, ttl=120, admin=True))
-    assert principal.user_id == USER and principal.admin
-    assert before + 119 <= principal.expires_at <= time.time() + 121
-    assert not (await hs.verify(issue_token(SECRET, USER))).admin
-    header = jwt.get_unverified_header(issue_token(SECRET, USER))
-    assert header["alg"] == "HS256"
-
-
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: issue_token("short", USER),
-        lambda: issue_token(SECRET, ""),
-        lambda: issue_token(SECRET, USER, ttl=0),
-        lambda: TokenVerifier(
-            AuthSettings(secret="short", jwks_url=None, audience=None, issuer=None)
-        ),
-        lambda: TokenVerifier(AuthSettings(secret=None, jwks_url=None, audience=None, issuer=None)),
-    ],
-)
-def test_bad_configuration_is_refused_up_front(call: Callable[[], object]) -> None:
-    with pytest.raises(ValueError):
-        call()
-
-
-async def test_verifier_owns_and_closes_its_own_client(
-    idp: FakeIdp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    made: list[httpx.AsyncClient] = []
-    real = httpx.AsyncClient
-
-    def recording(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
-        # Whatever client the verifier makes, routed to the fake provider and kept.
-        client = real(*args, **kwargs, transport=httpx.MockTransport(idp.handler))
-        made.append(client)
-        return client
-
-    monkeypatch.setattr(httpx, "AsyncClient", recording)
-    settings = AuthSettings(secret=None, jwks_url=JWKS_URL, audience=None, issuer=None)
-    token = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
-    async with TokenVerifier(settings) as verifier:
-        assert (await verifier.verify(token)).user_id == USER
-        assert len(made) == 1 and not made[0].is_closed
-    assert idp.requests == 1  # the keys came through the client it made
-    assert made[0].is_closed
-
-
-async def test_verifier_leaves_a_client_it_was_given_open(
-    http: httpx.AsyncClient, idp: FakeIdp
-) -> None:
-    settings = AuthSettings(secret=None, jwks_url=JWKS_URL, audience=None, issuer=None)
-    token = jwt.encode(claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
-    async with TokenVerifier(settings, http=http) as verifier:
-        assert (await verifier.verify(token)).user_id == USER
-    assert idp.requests == 1
-    assert not http.is_closed
-    assert (await http.get(JWKS_URL)).status_code == 200  # its owner can still use it
