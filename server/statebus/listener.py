@@ -31,6 +31,9 @@ log = logging.getLogger("statebus.listener")
 
 CHANNEL = "statebus"
 BATCH = 1000  # users per read: bounds one query's time while a re-sync of thousands runs
+# Reads in flight at once: while one waits for Postgres the other can start, so a burst
+# queues behind half as much. Order is safe: the hub keeps only newer versions.
+READERS = 2
 
 
 class Listener:
@@ -67,13 +70,18 @@ class Listener:
         return self.supervisor.backend_pid
 
     async def run(self) -> None:
-        reader = asyncio.create_task(self._read_forever(), name="statebus-envelope-reader")
+        readers = [
+            asyncio.create_task(self._read_forever(), name=f"statebus-envelope-reader-{n}")
+            for n in range(READERS)
+        ]
         try:
             await self.supervisor.run()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for reader in readers:
+                reader.cancel()
+            for reader in readers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
     async def _resync(self, _conn: asyncpg.Connection) -> None:
         # LISTEN is active: anything committed from here on is notified. Re-read the
@@ -121,7 +129,6 @@ class Listener:
     async def _read_with(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
         while True:
             await self._wake.wait()
-            self._wake.clear()
             while self._due:
                 batch = list(itertools.islice(self._due, BATCH))
                 for user_id in batch:
@@ -137,3 +144,4 @@ class Listener:
                 for env in envelopes:
                     if env.version > self._hub.latest_version(env.user_id):
                         self._hub.publish(frame_of(env))
+            self._wake.clear()  # nothing due: every reader sleeps until the next queue
