@@ -15,7 +15,7 @@ import httpx
 from statebus.config import Settings
 from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
 from statebus.testing.server import settings_for_tests
-from tests.helpers import seed_plans
+from tests.helpers import seed_plans, wait_for
 
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"
@@ -117,3 +117,12 @@ async def seed_subscriber(conn: asyncpg.Connection, fake: FakeStripe, user_id: s
             user_id,
             sub["items"]["data"][0]["current_period_end"],
         )
+
+
+async def settled(conn: asyncpg.Connection, event_id: str, status: str = "applied") -> None:
+    """Waits until the stored event reaches `status` (the worker runs on its own)."""
+
+    async def check() -> bool:
+        return await event_status(conn, event_id) == status
+
+    await wait_for(check, timeout=15, what=f"{event_id} {status}")

@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Star
                 admin_claim=settings.admin_claim,
             )
         )
-        listener = Listener(dsn, hub, pool)
+        listener = Listener(dsn, hub)
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service

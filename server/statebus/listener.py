@@ -41,14 +41,13 @@ class Listener:
         self,
         dsn: str,
         hub: Hub,
-        pool: asyncpg.Pool,
         *,
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         max_backoff: float = 5.0,
     ) -> None:
+        self._dsn = dsn
         self._hub = hub
-        self._pool = pool
         self._due: dict[str, None] = {}  # users to read, in the order they became due
         self._wake = asyncio.Event()
         self.supervisor = ListenSupervisor(
@@ -110,23 +109,29 @@ class Listener:
             self._wake.set()
 
     async def _read_forever(self) -> None:
-        """Reads due users' envelopes on a connection held for as long as it works.
+        """Reads due users' envelopes on a connection of its own, kept while it works.
 
-        Held, not taken from the pool per read: a pool's release resets the connection,
-        one more round trip between a commit and its sockets.
+        Not a pool's: a pool's release resets the connection (one more round trip
+        between a commit and its sockets), and a connection held from a pool across a
+        PostgreSQL restart can keep the pool from closing. This one is terminated, at
+        once, on any failure and at shutdown.
         """
         failures = 0
         while True:
+            conn: asyncpg.Connection | None = None
             try:
-                async with self._pool.acquire() as conn:
-                    failures = 0
-                    await self._read_with(conn)
+                conn = await asyncpg.connect(self._dsn, timeout=5)
+                failures = 0
+                await self._read_with(conn)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 log.warning("could not read envelopes (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff.delay(failures, base=0.1, cap=2.0))
+            finally:
+                if conn is not None:
+                    conn.terminate()
 
-    async def _read_with(self, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    async def _read_with(self, conn: asyncpg.Connection) -> None:
         while True:
             await self._wake.wait()
             while self._due:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from statebus.embedded import EmbeddedPostgres
 from tests.helpers import Notifications, seed_plans
 
 
@@ -21,3 +28,16 @@ async def notes(dsn: str) -> AsyncIterator[Notifications]:
     collector = await Notifications().start(dsn)
     yield collector
     await collector.close()
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A short $STATEBUS_HOME (Unix socket paths are limited); its embedded server is
+    stopped afterwards even when the test failed."""
+    path = Path(tempfile.mkdtemp(prefix="sbh", dir="/tmp"))
+    yield path
+    pid = EmbeddedPostgres(path).postmaster_pid()
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    shutil.rmtree(path, ignore_errors=True)

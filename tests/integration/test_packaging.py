@@ -9,13 +9,11 @@ then runs from a directory outside the checkout with PYTHONPATH removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -133,17 +131,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sbw", dir="/tmp"))  # short: Unix socket path limit
-    yield path
-    pid = EmbeddedPostgres(path).postmaster_pid()
-    if pid is not None:  # never leave a server behind, even when the test failed
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_the_installed_wheel_serves_the_demo(installed: Installed, home: Path) -> None:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,17 +17,6 @@ from statebus.testing.server import free_port
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sbs", dir="/tmp"))  # short: Unix socket path limit
-    yield path
-    pid = EmbeddedPostgres(path).postmaster_pid()
-    if pid is not None:  # never leave a server behind, even when the test failed
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def alive(pid: int) -> bool:

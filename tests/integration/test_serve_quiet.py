@@ -4,33 +4,17 @@ demo page needs before sign-in: /v1/config and the client's TypeScript declarati
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from statebus.embedded import EmbeddedPostgres
 from statebus.testing.server import free_port
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="sbq", dir="/tmp"))  # short: Unix socket path limit
-    yield path
-    pid = EmbeddedPostgres(path).postmaster_pid()
-    if pid is not None:  # never leave a server behind, even when the test failed
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGINT)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_serve_is_quiet_warns_about_stripe_and_serves_config(home: Path) -> None:

@@ -20,9 +20,9 @@ from tests.stripe_support import (
     VIRAL,
     add_customer_user,
     deliver,
-    event_status,
     history_sources,
     seed,
+    settled,
     subscription_event,
     subscription_row,
 )
@@ -39,13 +39,6 @@ async def client(
     await seed(conn, fake)
     async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
         yield http
-
-
-async def settled(conn: asyncpg.Connection, event_id: str, status: str = "applied") -> None:
-    async def check() -> bool:
-        return await event_status(conn, event_id) == status
-
-    await wait_for(check, timeout=15, what=f"{event_id} {status}")
 
 
 def expected_row(fake: FakeStripe, sub_id: str) -> dict[str, object]:

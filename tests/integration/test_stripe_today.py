@@ -15,15 +15,15 @@ import pytest
 
 from statebus.testing.fake_stripe import FakeStripe, make_event
 from statebus.testing.server import RunningServer
-from tests.helpers import version_of, wait_for
+from tests.helpers import version_of
 from tests.stripe_fixtures import fixture
 from tests.stripe_support import (
     GLOW,
     VIRAL,
     add_customer_user,
     deliver,
-    event_status,
     seed,
+    settled,
     subscription_event,
     subscription_row,
 )
@@ -41,13 +41,6 @@ async def client(
     await seed(conn, fake)
     async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
         yield http
-
-
-async def settled(conn: asyncpg.Connection, event_id: str, status: str = "applied") -> None:
-    async def check() -> bool:
-        return await event_status(conn, event_id) == status
-
-    await wait_for(check, timeout=15, what=f"{event_id} {status}")
 
 
 async def note(conn: asyncpg.Connection, event_id: str) -> str:
