@@ -19,7 +19,7 @@ class Dashboard:
     _lock: threading.RLock
 
     def _flush_events(self) -> None:
-        raise NotImplementedError
+        """FakeStripe's: sends the webhooks a change queued (declared here for typing)."""
 
     def add_price(self, price_id: str, *, product: str = "prod_x", unit_amount: int = 1000) -> JSON:
         with self._lock:
