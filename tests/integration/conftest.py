@@ -11,10 +11,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from statebus.embedded import EmbeddedPostgres
+from statebus.testing.fake_stripe import FakeStripe
+from statebus.testing.server import RunningServer
 from tests.helpers import Notifications, seed_plans
+from tests.stripe_support import seed
 
 
 @pytest.fixture
@@ -41,3 +45,14 @@ def home() -> Iterator[Path]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def client(
+    app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
+) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP to a Stripe-configured server whose fake Stripe holds the plans' prices
+    (modules that need another client define their own)."""
+    await seed(conn, fake)
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
+        yield http

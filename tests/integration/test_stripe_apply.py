@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -13,7 +12,6 @@ import httpx
 import pytest
 
 from statebus.testing.fake_stripe import FakeStripe, make_event
-from statebus.testing.server import RunningServer
 from tests.helpers import version_of, wait_for
 from tests.stripe_support import (
     GLOW,
@@ -21,7 +19,6 @@ from tests.stripe_support import (
     add_customer_user,
     deliver,
     history_sources,
-    seed,
     settled,
     subscription_event,
     subscription_row,
@@ -30,15 +27,6 @@ from tests.stripe_support import (
 pytestmark = pytest.mark.asyncio
 
 USER = "user_apply_1"
-
-
-@pytest.fixture
-async def client(
-    app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed(conn, fake)
-    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
-        yield http
 
 
 def expected_row(fake: FakeStripe, sub_id: str) -> dict[str, object]:

@@ -5,7 +5,6 @@ Fixtures: tests/fixtures/stripe (see its README)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,15 +31,6 @@ pytestmark = pytest.mark.asyncio
 
 USER = "user_today_1"
 ADDON = "price_extra_seats"
-
-
-@pytest.fixture
-async def client(
-    app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed(conn, fake)
-    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
-        yield http
 
 
 async def note(conn: asyncpg.Connection, event_id: str) -> str:
