@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -64,6 +65,25 @@ async def plan_request(request: Request, what: str) -> PlanRequest:
             400, "bad_request", f"plan must be 1 to {MAX_PLAN_CHARS} characters of text"
         )
     return wanted
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """A request to move a user to a plan sold through Stripe, checked."""
+
+    gateway: StripeGateway
+    user_id: str
+    plan: str
+    price: str
+
+
+async def plan_change(request: Request, what: str) -> PlanChange:
+    """Who asks for which plan and its price: 503, 401, 400 or 404 otherwise, in that
+    order. `what` names the route's bodies in a 413."""
+    gateway = gateway_of(request)
+    user_id = (await authenticate(request)).user_id
+    wanted = await plan_request(request, what)
+    return PlanChange(gateway, user_id, wanted.plan, await plan_price(request, wanted.plan))
 
 
 async def plan_price(request: Request, plan: str) -> str:
@@ -151,10 +171,8 @@ async def resume(request: Request) -> Response:
 
 async def checkout(request: Request) -> Response:
     rt = runtime(request)
-    gateway = gateway_of(request)
-    user_id = (await authenticate(request)).user_id
-    wanted = await plan_request(request, "checkout requests")
-    price = await plan_price(request, wanted.plan)
+    change = await plan_change(request, "checkout requests")
+    gateway, user_id, price = change.gateway, change.user_id, change.price
     q = sqlfiles.queries()
     if live_subscription(await rt.pool.fetchrow(q["stripe_local_subscription"], user_id)):
         raise HTTPError(409, "has_subscription", "this user has a subscription: upgrade it")

@@ -14,15 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import sqlfiles
-from statebus.http import HTTPError, authenticate, json_response
+from statebus.http import HTTPError, json_response
 from statebus.runtime import runtime
 from statebus.states import read_state
 from statebus.stripe import store
 from statebus.stripe.billing import (
-    gateway_of,
     live_subscription,
-    plan_price,
-    plan_request,
+    plan_change,
     stripe_failed,
 )
 from statebus.stripe.client import idempotency_key
@@ -30,18 +28,16 @@ from statebus.stripe.client import idempotency_key
 
 async def upgrade(request: Request) -> Response:
     rt = runtime(request)
-    gateway = gateway_of(request)
-    user_id = (await authenticate(request)).user_id
-    wanted = await plan_request(request, "upgrade requests")
-    target_price = await plan_price(request, wanted.plan)
+    change = await plan_change(request, "upgrade requests")
+    gateway, user_id, target_price = change.gateway, change.user_id, change.price
     q = sqlfiles.queries()
     async with rt.pool.acquire() as conn, conn.transaction():
         local = await conn.fetchrow(q["stripe_local_subscription"], user_id)
         sub_id = live_subscription(local)
         if local is None or sub_id is None:
             raise HTTPError(409, "no_subscription", "this user has no live subscription")
-        if local["plan"] == wanted.plan:
-            raise HTTPError(409, "already_on_plan", f"already on {wanted.plan}")
+        if local["plan"] == change.plan:
+            raise HTTPError(409, "already_on_plan", f"already on {change.plan}")
         version: int = await conn.fetchval(q["stripe_user_version"], user_id)
         try:
             await store.lock(conn, sub_id, None)
