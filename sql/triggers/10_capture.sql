@@ -5,7 +5,7 @@
 -- statebus.bump(), which upserts statebus.versions (counting once per transaction),
 -- keeps (version, committed_at, source) in statebus.history and NOTIFYs the
 -- (user_id, version) pairs. No document is assembled here: readers do that with
--- statebus.envelopes() (sql/triggers/20_state.sql), and only for users someone watches.
+-- statebus.envelopes() (sql/triggers/30_envelopes.sql), and only for users someone watches.
 --
 -- Why statement triggers with transition tables: a 100,000-row UPDATE costs one
 -- set-based bump, not 100,000 calls. Why one generated function per table: static SQL
