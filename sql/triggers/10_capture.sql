@@ -25,7 +25,8 @@ DECLARE
     actor text;
     n bigint := coalesce(cardinality(users), 0);
     bumped_version bigint;
-    committed timestamptz;
+    bumped_users text[];
+    bumped_versions bigint[];
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -36,67 +37,55 @@ BEGIN
     actor := session_user || coalesce(
         '/' || nullif(current_setting('application_name', true), ''), '');
 
+    -- Existing version rows are bumped by a plain UPDATE: a HOT update of one heap
+    -- page, without the index probe, row lock record and speculative insertion of
+    -- INSERT ... ON CONFLICT. A transaction that already bumped a user (txid matches,
+    -- written since it began: after a restore into a fresh cluster transaction ids
+    -- start again and a stored one may come round) does not count again: one
+    -- transaction, one version. Bump and history row are one statement.
     IF n = 1 THEN
         -- The common case, one user per statement, without the set machinery below.
-        -- A matching txid counts as "already bumped" only if this transaction wrote it
-        -- (its time is not before our start): after a restore into a fresh cluster,
-        -- transaction ids start again and a stored one may come round.
-        INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
-        VALUES (users[1], 1, pg_current_xact_id(), clock_timestamp(), src)
-        ON CONFLICT (user_id) DO UPDATE
-            SET version = v.version + 1, txid = excluded.txid,
-                committed_at = excluded.committed_at, source = excluded.source
-            WHERE v.txid IS DISTINCT FROM excluded.txid OR v.committed_at < now()
-        RETURNING v.version, v.committed_at INTO bumped_version, committed;
-        IF bumped_version IS NOT NULL THEN
+        WITH bumped AS (
+            UPDATE statebus.versions v
+            SET version = v.version + 1, txid = pg_current_xact_id(),
+                committed_at = clock_timestamp(), source = src
+            WHERE v.user_id = users[1]
+              AND (v.txid IS DISTINCT FROM pg_current_xact_id() OR v.committed_at < now())
+            RETURNING v.user_id, v.version, v.committed_at
+        ), kept AS (
             INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
-            VALUES (users[1], bumped_version, committed, src, actor);
+            SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+        )
+        SELECT b.version INTO bumped_version FROM bumped b;
+        IF bumped_version IS NOT NULL THEN
             PERFORM pg_notify('statebus', json_build_array(
                 json_build_array(users[1], bumped_version))::text);
+        ELSE
+            -- No row bumped: the user's first write, or this transaction's second.
+            PERFORM statebus.bump_first(users, src, actor);
         END IF;
     ELSE
-        -- Many users (an admin's UPDATE): existing version rows are bumped by one
-        -- UPDATE joined to the array (for 100,000 users ~40% cheaper than INSERT ... ON
-        -- CONFLICT, which probes the index and locks row by row); only users without a
-        -- row go through the upsert, which also settles a race with a concurrent first
-        -- write. A transaction that already bumped a user (txid matches, written since
-        -- it began) does not count again: one transaction, one version. Users bumped by
-        -- this statement are RETURNed; the others were notified by an earlier one.
-        -- "C" collation wherever rows are sorted: byte order is all that is needed.
-        WITH updated AS (
+        -- Many users (an admin's UPDATE): one UPDATE joined to the array.
+        WITH bumped AS (
             UPDATE statebus.versions v
             SET version = v.version + 1, txid = pg_current_xact_id(),
                 committed_at = clock_timestamp(), source = src
             FROM unnest(users) AS u
-            WHERE v.user_id = u AND (v.txid IS DISTINCT FROM pg_current_xact_id() OR v.committed_at < now())
+            WHERE v.user_id = u
+              AND (v.txid IS DISTINCT FROM pg_current_xact_id() OR v.committed_at < now())
             RETURNING v.user_id, v.version, v.committed_at
-        ), inserted AS (
-            INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
-            SELECT u, 1, pg_current_xact_id(), clock_timestamp(), src
-            FROM unnest(users) AS u
-            WHERE NOT EXISTS (SELECT 1 FROM statebus.versions x WHERE x.user_id = u)
-            ORDER BY u COLLATE "C"
-            ON CONFLICT (user_id) DO UPDATE
-                SET version = v.version + 1, txid = excluded.txid,
-                    committed_at = excluded.committed_at, source = excluded.source
-                WHERE v.txid IS DISTINCT FROM excluded.txid OR v.committed_at < now()
-            RETURNING v.user_id, v.version, v.committed_at
-        ), bumped AS (
-            SELECT * FROM updated UNION ALL SELECT * FROM inserted
         ), kept AS (
             INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
             SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
-        ), numbered AS (
-            -- Payloads must stay under NOTIFY's 8000 bytes: pairs are cut into chunks
-            -- of about 7,000 bytes by their exact JSON length.
-            SELECT b.user_id, b.version,
-                   sum(octet_length(to_json(b.user_id)::text) + 24)
-                       OVER (ORDER BY b.user_id COLLATE "C") / 7000 AS chunk
-            FROM bumped b
         )
-        SELECT count(pg_notify('statebus', p.payload)) INTO n
-        FROM (SELECT json_agg(json_build_array(m.user_id, m.version))::text AS payload
-              FROM numbered m GROUP BY m.chunk) p;
+        SELECT array_agg(b.user_id), array_agg(b.version)
+        INTO bumped_users, bumped_versions FROM bumped b;
+        PERFORM statebus.announce(bumped_users, bumped_versions);
+        -- Only when some users were not bumped (first writes, or users this
+        -- transaction already bumped) is the array probed again, user by user.
+        IF coalesce(cardinality(bumped_users), 0) < n THEN
+            PERFORM statebus.bump_first(users, src, actor);
+        END IF;
     END IF;
 
     IF EXISTS (SELECT 1 FROM statebus.settings s
@@ -104,6 +93,54 @@ BEGIN
                  AND s.value = 'on') THEN
         PERFORM statebus.keep_documents(users);
     END IF;
+END $$;
+
+-- Users of `users` without a version row get version 1 (history row and notification
+-- included). The upsert settles a race with a concurrent first write of the same user:
+-- whichever commits second bumps the row the first one inserted.
+CREATE OR REPLACE FUNCTION statebus.bump_first(users text[], src text, actor text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    bumped_users text[];
+    bumped_versions bigint[];
+BEGIN
+    -- "C" collation wherever rows are sorted: byte order is all that is needed.
+    WITH bumped AS (
+        INSERT INTO statebus.versions AS v (user_id, version, txid, committed_at, source)
+        SELECT DISTINCT u COLLATE "C", 1, pg_current_xact_id(), clock_timestamp(), src
+        FROM unnest(users) AS u
+        WHERE NOT EXISTS (SELECT 1 FROM statebus.versions x WHERE x.user_id = u)
+        ORDER BY 1
+        ON CONFLICT (user_id) DO UPDATE
+            SET version = v.version + 1, txid = excluded.txid,
+                committed_at = excluded.committed_at, source = excluded.source
+            WHERE v.txid IS DISTINCT FROM excluded.txid OR v.committed_at < now()
+        RETURNING v.user_id, v.version, v.committed_at
+    ), kept AS (
+        INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
+        SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+    )
+    SELECT array_agg(b.user_id), array_agg(b.version)
+    INTO bumped_users, bumped_versions FROM bumped b;
+    PERFORM statebus.announce(bumped_users, bumped_versions);
+END $$;
+
+-- NOTIFYs (user_id, version) pairs on channel statebus. Payloads must stay under
+-- NOTIFY's 8000 bytes: pairs are cut into chunks of about 7,000 bytes by their exact
+-- JSON length, summed in the order they come (no sort: for 100,000 pairs a sort by
+-- user spilled to disk and cost more than the notifications themselves).
+CREATE OR REPLACE FUNCTION statebus.announce(users text[], versions bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF users IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_notify('statebus', json_agg(json_build_array(p.user_id, p.version))::text)
+    FROM (SELECT q.user_id, q.version,
+                 sum(octet_length(to_json(q.user_id)::text) + 24)
+                     OVER (ROWS UNBOUNDED PRECEDING) / 7000 AS chunk
+          FROM unnest(users, versions) AS q (user_id, version)) p
+    GROUP BY p.chunk;
 END $$;
 
 -- The generated function's name: stable for the table's lifetime, whatever it is renamed to.
@@ -117,31 +154,32 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT ('capture_' || tbl::oid)::name $$;
 --
 -- Old and new rows are paired by primary key and compared by binary image (*=, which
 -- works for every column type, json included): for 100,000 rows a hash join, ~10x
--- cheaper than comparing rows as text. A table without a primary key falls back to
--- the text comparison.
+-- cheaper than comparing rows as text. How the users are read off the pairs depends on
+-- the key: when the user column is part of it, a row that changes user changes key, so
+-- each unpaired or changed row names its own user (coalesce), and when the key is the
+-- user column alone no user can come twice (no DISTINCT). Otherwise both sides' users
+-- are taken. A table without a primary key falls back to the text comparison.
 CREATE OR REPLACE FUNCTION statebus.capture_function_sql(tbl regclass, user_column name)
 RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
 DECLARE
     key_match text;
-    first_key name;
+    key_columns name[];
+    changed text;
     changed_users text;
 BEGIN
     SELECT string_agg(format('o.%1$I = n.%1$I', a.attname), ' AND ' ORDER BY k.ord),
-           (array_agg(a.attname ORDER BY k.ord))[1]
-    INTO key_match, first_key
+           array_agg(a.attname ORDER BY k.ord)
+    INTO key_match, key_columns
     FROM pg_index ix
     CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k (attnum, ord)
     JOIN pg_attribute a ON a.attrelid = tbl AND a.attnum = k.attnum
     WHERE ix.indrelid = tbl AND ix.indisprimary;
-
     IF key_match IS NOT NULL THEN
-        changed_users := format($q$
-            SELECT DISTINCT v.u FROM new_rows n FULL JOIN old_rows o ON %1$s
-            CROSS JOIN LATERAL (VALUES (n.%2$I::text), (o.%2$I::text)) AS v (u)
-            WHERE v.u IS NOT NULL AND (n.%3$I IS NULL OR o.%3$I IS NULL OR NOT n *= o)$q$,
-            key_match, user_column, first_key);
-    ELSE
+        changed := format('n.%1$I IS NULL OR o.%1$I IS NULL OR NOT n *= o', key_columns[1]);
+    END IF;
+
+    IF key_match IS NULL THEN
         changed_users := format($q$
             SELECT DISTINCT c.u FROM (
                 (SELECT n.%1$I::text AS u, n::text AS r FROM new_rows n
@@ -150,6 +188,22 @@ BEGIN
                 (SELECT o.%1$I::text, o::text FROM old_rows o
                  EXCEPT ALL SELECT n.%1$I::text, n::text FROM new_rows n)) c
             WHERE c.u IS NOT NULL$q$, user_column);
+    ELSIF key_columns = ARRAY[user_column] THEN
+        changed_users := format($q$
+            SELECT coalesce(n.%1$I, o.%1$I)::text
+            FROM new_rows n FULL JOIN old_rows o ON %2$s
+            WHERE %3$s$q$, user_column, key_match, changed);
+    ELSIF user_column = ANY (key_columns) THEN
+        changed_users := format($q$
+            SELECT DISTINCT coalesce(n.%1$I, o.%1$I)::text
+            FROM new_rows n FULL JOIN old_rows o ON %2$s
+            WHERE %3$s$q$, user_column, key_match, changed);
+    ELSE
+        changed_users := format($q$
+            SELECT DISTINCT v.u FROM new_rows n FULL JOIN old_rows o ON %1$s
+            CROSS JOIN LATERAL (VALUES (n.%2$I::text), (o.%2$I::text)) AS v (u)
+            WHERE v.u IS NOT NULL AND (%3$s)$q$,
+            key_match, user_column, changed);
     END IF;
 
     RETURN format($f$
