@@ -1,4 +1,4 @@
--- Capture on the core tables, and the generated extra_states() brought up to date.
+-- Capture on the core tables, and the generated extra_state() brought up to date.
 SELECT statebus.install_capture(t, 'user_id')
 FROM unnest(ARRAY['public.user_subscriptions', 'public.user_billing', 'public.user_usage',
                   'public.user_system_data']::regclass[]) AS t;
