@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -217,3 +218,30 @@ async def test_a_listener_without_table_privileges_receives_no_documents(roles: 
     await wait_for(lambda: bool(payloads), what="a notification for u_listen")
     for payload in payloads:
         assert "glow_up" not in payload and '"state"' not in payload, payload
+
+
+async def test_the_documented_follower_role_reads_envelopes(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """docs/operations.md's grants for a backend that follows notifications, as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    block = doc.split("CREATE ROLE statebus_follower LOGIN;", 1)[1].split("```", 1)[0]
+    follower = "statebus_follower"
+    await seed_plans(conn)
+    await add_user(conn, "u_follow")
+    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", follower):
+        await conn.execute(f"DROP OWNED BY {follower}")
+        await conn.execute(f"DROP ROLE {follower}")
+    password = secrets.token_urlsafe(16)
+    await conn.execute(f"CREATE ROLE {follower} LOGIN PASSWORD '{password}';" + block)
+    try:
+        reader = await asyncpg.connect(as_role(dsn, follower, password))
+        try:
+            row = await reader.fetchrow(sqlfiles.queries()["envelopes"], ["u_follow"])
+        finally:
+            await reader.close()
+        assert row is not None and row["version"] == 1
+        assert '"plan"' in row["state"]
+    finally:
+        await conn.execute(f"DROP OWNED BY {follower}")
+        await conn.execute(f"DROP ROLE {follower}")
