@@ -28,23 +28,15 @@ import random
 import struct
 from http import HTTPStatus
 from typing import Any, Literal, cast
-from urllib.parse import unquote
 
 from starlette.types import Message
 from uvicorn.config import Config
-from uvicorn.protocols.utils import (
-    get_client_addr,
-    get_local_addr,
-    get_path_with_query_string,
-    get_remote_addr,
-    is_ssl,
-)
 from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
+
+from statebus.wshandshake import accepted, log_outcome, scope_of, server_protocol
 
 __all__ = ["ClientDisconnected", "LeanWebSocketProtocol"]
 
@@ -92,16 +84,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.loop = _loop or asyncio.get_running_loop()
         self.server_state, self.app_state = server_state, app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        extensions = []
-        if config.ws_per_message_deflate:  # as uvicorn sets it up
-            extensions = [
-                ServerPerMessageDeflateFactory(
-                    server_max_window_bits=12,
-                    client_max_window_bits=12,
-                    compress_settings={"memLevel": 5},
-                )
-            ]
-        self.conn = ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=log)
+        self.conn = server_protocol(config, log)
         self.scope: dict[str, Any] | None = None  # until the app accepts or refuses
         self.request: Request | None = None  # likewise
         self.response: Response | None = None  # likewise: the 101 to send on accept
@@ -186,37 +169,11 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self.transport.close()
             return
         self.request, self.response = request, response
-        self.scope = self._scope(request)
+        self.scope = scope_of(request, self.transport, self.config, self.app_state)
         self._deliver({"type": "websocket.connect"})
         task = self.loop.create_task(self._run_asgi())
         self.server_state.tasks.add(task)
         task.add_done_callback(self.server_state.tasks.discard)
-
-    def _scope(self, request: Request) -> dict[str, Any]:
-        # websockets documents non-ASCII header values as ISO-8859-1 (as uvicorn encodes).
-        headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in request.headers.raw_items()]
-        raw_path, _, query_string = request.path.partition("?")
-        subprotocols = [
-            token.strip()
-            for value in request.headers.get_all("Sec-WebSocket-Protocol")
-            for token in value.split(",")
-        ]
-        root = self.config.root_path
-        return {
-            "type": "websocket",
-            "asgi": {"version": self.config.asgi_version, "spec_version": "2.4"},
-            "http_version": "1.1",
-            "scheme": "wss" if is_ssl(self.transport) else "ws",
-            "server": get_local_addr(self.transport),
-            "client": get_remote_addr(self.transport),
-            "root_path": root,
-            "path": root + unquote(raw_path),
-            "raw_path": root.encode("ascii") + raw_path.encode("ascii"),
-            "query_string": query_string.encode("ascii"),
-            "headers": headers,
-            "subprotocols": subprotocols,
-            "state": self.app_state.copy(),
-        }
 
     async def _run_asgi(self) -> None:
         # The scope is not a local here: once the app drops it (after the handshake),
@@ -399,20 +356,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
 
     def _accept(self, message: Message) -> None:
         assert self.scope is not None and self.response is not None
-        log.info(
-            '%s - "WebSocket %s" [accepted]',
-            get_client_addr(self.scope),  # type: ignore[arg-type]
-            get_path_with_query_string(self.scope),  # type: ignore[arg-type]
-        )
-        headers = [
-            (name.decode("latin-1").lower(), value.decode("latin-1"))
-            for name, value in [*self.server_state.default_headers, *message.get("headers", [])]
-        ]
-        if message.get("subprotocol"):
-            headers.append(("Sec-WebSocket-Protocol", message["subprotocol"]))
-        response = self.response
-        del response.headers["Date"]
-        response.headers.update(headers)
+        log_outcome(log, self.scope, "[accepted]")
+        response = accepted(self.response, self.server_state.default_headers, message)
         # The handshake is over: what it parsed and built is not needed any more.
         self.scope = self.request = self.response = None
         if not self.transport.is_closing():
@@ -424,11 +369,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def _refuse(self) -> None:
         assert self.scope is not None
         self._deliver({"type": "websocket.disconnect", "code": 1006})
-        log.info(
-            '%s - "WebSocket %s" 403',
-            get_client_addr(self.scope),  # type: ignore[arg-type]
-            get_path_with_query_string(self.scope),  # type: ignore[arg-type]
-        )
+        log_outcome(log, self.scope, "403")
         self.scope = self.request = self.response = None
         self.state = "closing"
         self.conn.send_response(self.conn.reject(HTTPStatus.FORBIDDEN, ""))
