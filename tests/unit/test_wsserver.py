@@ -76,6 +76,11 @@ class Pair:
         self.server.connection_made(self.transport)
         self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/v1/ws"))
 
+    def connected(self) -> bool:
+        """Whether uvicorn's server state counts the socket (its set is typed for
+        uvicorn's own protocols)."""
+        return any(conn is self.server for conn in list[object](self.state.connections))
+
     def to_server(self) -> None:
         self.server.data_received(b"".join(self.client.data_to_send()))
 
@@ -103,7 +108,7 @@ async def test_accept_drops_the_handshake_and_messages_reach_the_app() -> None:
         "text": "hello",
     }
     assert not pair.transport.reading_paused  # the app took it: reading goes on
-    assert pair.server in pair.state.connections and len(pair.state.tasks) == 1
+    assert pair.connected() and len(pair.state.tasks) == 1
 
 
 async def test_ping_gets_pong_and_client_close_is_answered() -> None:
@@ -183,7 +188,7 @@ async def test_transport_loss_tells_the_app_and_fails_later_sends() -> None:
     pair.server.connection_lost(None)
     got = await asyncio.wait_for(pair.app.got.get(), 1)
     assert got == {"type": "websocket.disconnect", "code": 1005}
-    assert pair.server not in pair.state.connections
+    assert not pair.connected()
     assert pair.app.send is not None
     with pytest.raises(ClientDisconnected):
         await pair.app.send({"type": "websocket.send", "text": "late"})
