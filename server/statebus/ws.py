@@ -78,7 +78,11 @@ async def websocket_endpoint(rt: Runtime, scope: Scope, receive: Receive, send: 
     try:
         await ws.accept()
         user_id, since, expires_at = await authenticate(ws, rt, scope)
-        del scope  # the handshake's headers are not needed any more
+        # The server's frames above this one (uvicorn's proxy-headers middleware, App)
+        # hold the scope while the socket is open; its headers (~1 KiB, a browser's
+        # with cookies several) are read by nothing after the origin check and auth.
+        scope["headers"] = []
+        del scope
         sub = Subscriber(user_id, ws.send_frame, ws.closed_by_hub)
         rt.hub.add(sub)
         metrics.sockets.inc()

@@ -1,5 +1,5 @@
 """The handshake pieces of the socket protocol (wsserver.py), as uvicorn's
-websockets-sansio protocol makes them: the `ServerProtocol`, the ASGI scope, the
+websockets-sansio protocol makes them: the `ServerProtocol`s, the ASGI scope, the
 accepting 101 response and the log line of each outcome."""
 
 from __future__ import annotations
@@ -18,25 +18,29 @@ from uvicorn.protocols.utils import (
     get_remote_addr,
     is_ssl,
 )
-from websockets.extensions.base import ServerExtensionFactory
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-__all__ = ["accepted", "log_outcome", "scope_of", "server_protocol"]
+__all__ = ["accepted", "frames_protocol", "handshake_protocol", "log_outcome", "scope_of"]
 
 
-def server_protocol(config: Config, logger: logging.Logger) -> ServerProtocol:
-    extensions: list[ServerExtensionFactory] = []
-    if config.ws_per_message_deflate:  # off in statebus (serve.py); as uvicorn sets it up
-        extensions.append(
-            ServerPerMessageDeflateFactory(
-                server_max_window_bits=12,
-                client_max_window_bits=12,
-                compress_settings={"memLevel": 5},
-            )
-        )
-    return ServerProtocol(extensions=extensions, max_size=config.ws_max_size, logger=logger)
+def handshake_protocol(config: Config, logger: logging.Logger) -> ServerProtocol:
+    """Parses the request and writes the response, then is dropped for `frames_protocol`.
+
+    A `ServerProtocol` that parsed the handshake keeps the request (its headers, twice
+    over) in its parser's frame for as long as it lives; one made in the OPEN state
+    never parses one. Per-message deflate is not offered: it would have to carry the
+    negotiated extension from one to the other, and statebus turns it off (serve.py).
+    """
+    if config.ws_per_message_deflate:
+        raise ValueError("statebus's socket protocol does not offer per-message deflate")
+    return ServerProtocol(max_size=config.ws_max_size, logger=logger)
+
+
+def frames_protocol(config: Config, logger: logging.Logger) -> ServerProtocol:
+    """Frames once the 101 is out: the client sends none before it has the 101."""
+    return ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=logger)
 
 
 def scope_of(

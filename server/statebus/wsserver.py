@@ -10,14 +10,16 @@ as long as the socket is open (uvicorn's keeps all of them; ~11 KiB at 15,000 id
 sockets, docs/architecture.md):
 
 - the parsed request and the prepared response (their headers, twice): both are
-  dropped once the app has accepted or refused the socket;
+  dropped once the app has accepted or refused the socket, and so is the
+  `ServerProtocol` that parsed the request (its parser frame keeps it);
 - an `asyncio.Queue` (three deques and an event, ~3 KiB) for what is at most a message
   or two waiting for the app: here a list and a future made only while the app waits;
 - an `asyncio.Event` for write flow control: a future made only while writes pause;
 - an instance `__dict__`: the protocol is slotted.
 
 It does not offer the `websocket.http.response` extension (statebus never sends a
-denial response; uvicorn's offers it): a socket is accepted, or refused with 403.
+denial response; uvicorn's offers it): a socket is accepted, or refused with 403. Nor
+per-message deflate, which statebus turns off.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
-from statebus.wshandshake import accepted, log_outcome, scope_of, server_protocol
+from statebus.wshandshake import (
+    accepted,
+    frames_protocol,
+    handshake_protocol,
+    log_outcome,
+    scope_of,
+)
 
 __all__ = ["ClientDisconnected", "LeanWebSocketProtocol"]
 
@@ -49,26 +57,9 @@ class ClientDisconnected(OSError):
 
 
 class LeanWebSocketProtocol(asyncio.Protocol):
-    __slots__ = (
-        "config",
-        "app",
-        "loop",
-        "server_state",
-        "app_state",
-        "transport",
-        "conn",
-        "scope",
-        "request",
-        "response",
-        "inbox",
-        "waiter",
-        "drained",
-        "timer",
-        "ping_payload",
-        "state",
-        "read_paused",
-        "text",
-        "fragments",
+    __slots__ = tuple(
+        "config app loop server_state app_state transport conn scope request response inbox"
+        " waiter drained timer ping_payload state read_paused text fragments".split()
     )
 
     def __init__(
@@ -84,7 +75,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.loop = _loop or asyncio.get_running_loop()
         self.server_state, self.app_state = server_state, app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.conn = server_protocol(config, log)
+        self.conn = handshake_protocol(config, log)  # frames_protocol() once accepted
         self.scope: dict[str, Any] | None = None  # until the app accepts or refuses
         self.request: Request | None = None  # likewise
         self.response: Response | None = None  # likewise: the 101 to send on accept
@@ -364,6 +355,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self.state = "open"
             self.conn.send_response(response)
             self._flush()
+            self.conn = frames_protocol(self.config, log)  # holds no request (wshandshake.py)
             self._schedule_ping()
 
     def _refuse(self) -> None:

@@ -67,7 +67,11 @@ class Pair:
     def __init__(self, ping: float | None = 20.0, pong: float | None = 20.0) -> None:
         self.app = App()
         config = uvicorn.Config(
-            self.app, log_config=None, proxy_headers=False, ws_ping_interval=ping
+            self.app,
+            log_config=None,
+            proxy_headers=False,
+            ws_ping_interval=ping,
+            ws_per_message_deflate=False,
         )
         config.ws_ping_timeout = pong
         self.state = ServerState()
@@ -192,3 +196,9 @@ async def test_transport_loss_tells_the_app_and_fails_later_sends() -> None:
     assert pair.app.send is not None
     with pytest.raises(ClientDisconnected):
         await pair.app.send({"type": "websocket.send", "text": "late"})
+
+
+async def test_per_message_deflate_is_refused_at_start() -> None:
+    config = uvicorn.Config(App(), log_config=None)  # uvicorn's default offers deflate
+    with pytest.raises(ValueError, match="deflate"):
+        LeanWebSocketProtocol(config, ServerState(), {})
