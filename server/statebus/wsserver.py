@@ -6,8 +6,8 @@ parses and frames, keepalive pings every `ws_ping_interval` and fails a socket w
 pong is `ws_ping_timeout` late (1011), a server shutdown closes with 1012, a close the
 app sends waits up to 10 s for the client's, reads pause while a message waits for the
 app, sends wait while the transport is paused. What it does not keep, per socket, for
-as long as the socket is open (uvicorn's keeps all of them; ~11 KiB at 15,000 idle
-sockets, docs/architecture.md):
+as long as the socket is open (uvicorn's keeps all of them: ~10 KiB of RSS per idle
+socket, docs/architecture.md "Memory per socket"):
 
 - the parsed request and the prepared response (their headers, twice): both are
   dropped once the app has accepted or refused the socket, and so is the
