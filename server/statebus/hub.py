@@ -142,16 +142,22 @@ class Hub:
 
     @asynccontextmanager
     async def _subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
+        self.add(sub)
+        try:
+            yield sub
+        finally:
+            self.remove(sub)
+
+    def add(self, sub: Subscriber) -> None:
+        """Register `sub` until `remove(sub)`: `subscribe()` without the context manager,
+        for the socket endpoint, whose idle frame should hold no generator (ws.py)."""
         self._subscribers.setdefault(sub.user_id, set()).add(sub)
         self._total += 1
         if self._closing is not None:
             sub.close(self._closing)
-        try:
-            yield sub
-        finally:
-            self._remove(sub)
 
-    def _remove(self, sub: Subscriber) -> None:
+    def remove(self, sub: Subscriber) -> None:
+        """Unregister `sub` (once; later calls do nothing) and close it silently."""
         sub.closed = True  # silently: the socket is already ending
         subs = self._subscribers.get(sub.user_id)
         if subs is None or sub not in subs:

@@ -19,6 +19,7 @@ from statebus.auth import issue_token
 from statebus.config import Settings
 from statebus.database import database_url
 from statebus.migrations import migrate
+from statebus.wsserver import LeanWebSocketProtocol
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 
@@ -60,7 +61,9 @@ def uvicorn_config(
         create_app(settings, dsn),
         host=host,
         port=port,
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol, rewritten to hold less per open socket
+        # (wsserver.py): same frames, pings, closes and ASGI events.
+        ws=LeanWebSocketProtocol,
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 20 KiB (ws.py)
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,

@@ -15,17 +15,19 @@ from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.types import Message, Receive, Scope, Send
 
 from statebus import inputs, metrics
 from statebus.auth import AuthError, Principal
 from statebus.hub import Subscriber
 from statebus.messages import Auth, Current, Error, client_decoder, encoder
-from statebus.runtime import Runtime, runtime
+from statebus.runtime import Runtime
 from statebus.states import frame_of, read_state
+from statebus.wsconn import Disconnected, Socket, header
 
 log = logging.getLogger("statebus.ws")
 
+PATH = "/v1/ws"
 AUTH_TIMEOUT = 10.0
 # Above auth.MAX_TOKEN_CHARS (16 KiB) plus the auth message around it: a token the HTTP
 # routes accept must fit the socket too.
@@ -43,43 +45,82 @@ class Close(Exception):
         self.code, self.error, self.message = code, error, message
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
-    rt = runtime(ws)
-    await ws.accept()
+# Why the hub closed a socket, as (error code, message) by close code.
+SERVER_CLOSES = {
+    1012: ("restarting", "server restarting; reconnect with since"),
+    4401: ("token_expired", "token expired; reconnect with a fresh one"),
+}
+
+
+class Client(Socket):
+    """A socket with the two hooks its `Subscriber` calls: bound methods rather than
+    closures, so an idle socket holds no cells and function objects of its own."""
+
+    __slots__ = ()
+
+    async def send_frame(self, text: str) -> None:
+        await self.send_text(text)
+        metrics.snapshots_sent.inc()
+
+    def closed_by_hub(self, reason: object) -> None:
+        if isinstance(reason, int) and reason in SERVER_CLOSES:
+            _spawn(close_with(self, reason, *SERVER_CLOSES[reason]))
+
+
+async def websocket_endpoint(rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """The socket, as a raw ASGI callable (app.py calls it before Starlette's stack).
+
+    Everything before the first frame happens in helper coroutines that return, so an
+    idle socket is this one suspended frame (plus the server's own), a `Socket`, a
+    `Subscriber` and the expiry timer: nothing else per socket stays alive.
+    """
+    ws = Client(receive, send)
     try:
-        if not origin_allowed(ws, rt.settings.allowed_origins):
-            raise Close(4403, "origin_not_allowed", "this origin may not open sockets")
-        auth, principal = await authenticate(ws, rt)
-        # Only what the socket needs from here on: the token itself stays out of this
-        # long-lived frame.
-        user_id, since, expires_at = (
-            auth.user_id or principal.user_id,
-            auth.since,
-            principal.expires_at,
+        await ws.accept()
+        user_id, since, expires_at = await authenticate(ws, rt, scope)
+        # The server's frames above this one (uvicorn's proxy-headers middleware, App)
+        # hold the scope while the socket is open; its headers (~1 KiB, a browser's
+        # with cookies several) are read by nothing after the origin check and auth.
+        scope["headers"] = []
+        del scope
+        sub = Subscriber(user_id, ws.send_frame, ws.closed_by_hub)
+        rt.hub.add(sub)
+        metrics.sockets.inc()
+        # The token's expiry closes the socket through the hub (4401), as a restart does.
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), sub.close, 4401
         )
-        del auth, principal
-        await serve_subscriber(ws, rt, user_id, since, expires_at)
+        try:
+            await send_first(ws, rt, sub, since)
+            # Idle from here: the hub's send tasks deliver frames; this frame only
+            # waits for the client's disconnect (or a message it may not send).
+            after_auth(ws.arrived(await receive()))
+        finally:
+            expiry.cancel()
+            metrics.sockets.dec()
+            rt.hub.remove(sub)
     except Close as close:
         await close_with(ws, close.code, close.error, close.message)
-    except WebSocketDisconnect:
+    except Disconnected:
         pass
 
 
-def origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
-    origin = ws.headers.get("origin")
+def origin_allowed(scope: Scope, allowed: tuple[str, ...]) -> bool:
+    origin = header(scope, b"origin")
     if origin is None:
         return True  # not a browser: tokens alone decide
     if allowed:
         return origin in allowed or "*" in allowed
-    host = ws.headers.get("host", "").lower()
-    scheme = PAGE_SCHEME.get(ws.url.scheme)
+    host = (header(scope, b"host") or "").lower()
+    scheme = PAGE_SCHEME.get(scope.get("scheme", "http"))
     return scheme is not None and bool(host) and origin.lower() == f"{scheme}://{host}"
 
 
-async def receive_text(ws: WebSocket, timeout: float | None = None) -> str:
-    message = await asyncio.wait_for(ws.receive(), timeout)
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
+async def receive_text(ws: Socket, timeout: float | None = None) -> str:
+    return text_of(await asyncio.wait_for(ws.receive(), timeout))
+
+
+def text_of(message: Message) -> str:
     data = message.get("text")
     if data is None:
         raw = message.get("bytes") or b""
@@ -114,7 +155,10 @@ def _invalid(exc: msgspec.ValidationError) -> str:
     return f"invalid message: {reason}"
 
 
-async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
+async def authenticate(ws: Socket, rt: Runtime, scope: Scope) -> tuple[str, int | None, float]:
+    """Origin, the auth message and the token: (user to follow, since, token expiry)."""
+    if not origin_allowed(scope, rt.settings.allowed_origins):
+        raise Close(4403, "origin_not_allowed", "this origin may not open sockets")
     try:
         text = await receive_text(ws, AUTH_TIMEOUT)
     except TimeoutError as exc:
@@ -135,7 +179,9 @@ async def authenticate(ws: WebSocket, rt: Runtime) -> tuple[Auth, Principal]:
         raise Close(1013, "overloaded", "this server holds all the sockets it can; retry later")
     if rt.hub.subscriber_count(target) >= rt.settings.max_sockets_per_user:
         raise Close(4429, "too_many_sockets", "too many sockets for this user")
-    return auth, principal
+    # Only what the socket needs from here on: the token itself stays out of the
+    # long-lived frame.
+    return target, auth.since, principal.expires_at
 
 
 async def verify(rt: Runtime, token: str) -> Principal:
@@ -145,45 +191,7 @@ async def verify(rt: Runtime, token: str) -> Principal:
         raise Close(4401, exc.code, exc.message) from exc
 
 
-# Why the hub closed a socket, as (error code, message) by close code.
-SERVER_CLOSES = {
-    1012: ("restarting", "server restarting; reconnect with since"),
-    4401: ("token_expired", "token expired; reconnect with a fresh one"),
-}
-
-
-async def serve_subscriber(
-    ws: WebSocket, rt: Runtime, user_id: str, since: int | None, expires_at: float
-) -> None:
-    """Send the first envelope, then let the hub push every newer one until the end.
-
-    This task only waits for the client's next message or its disconnect; frames are
-    sent by the hub's short-lived send tasks and the token's expiry is a timer, so an
-    idle socket costs this one task, a small subscriber object and a timer handle.
-    """
-
-    async def sink(text: str) -> None:
-        await ws.send_text(text)
-        metrics.snapshots_sent.inc()
-
-    def on_close(reason: object) -> None:
-        if isinstance(reason, int) and reason in SERVER_CLOSES:
-            _spawn(close_with(ws, reason, *SERVER_CLOSES[reason]))
-
-    async with rt.hub.subscribe(user_id, sink, on_close) as sub:
-        metrics.sockets.inc()
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, expires_at - time.time()), sub.close, 4401
-        )
-        try:
-            await send_first(ws, rt, sub, since)
-            await client_messages(ws)
-        finally:
-            expiry.cancel()
-            metrics.sockets.dec()
-
-
-async def send_first(ws: WebSocket, rt: Runtime, sub: Subscriber, since: int | None) -> None:
+async def send_first(ws: Socket, rt: Runtime, sub: Subscriber, since: int | None) -> None:
     """The user's current envelope, or `current` when the client already has it."""
     sub.offer(frame_of(await read_state(rt.pool, sub.user_id)))
     first = sub.take()  # ours, or a newer one the listener offered meanwhile
@@ -196,14 +204,9 @@ async def send_first(ws: WebSocket, rt: Runtime, sub: Subscriber, since: int | N
     sub.release()
 
 
-async def client_messages(ws: WebSocket) -> None:
-    """After auth a client has nothing to say; anything it does say must still be valid.
-
-    Returns only by raising: the client's disconnect (also after a close we sent) or
-    a protocol error.
-    """
-    text = await receive_text(ws)
-    decode(text)
+def after_auth(message: Message) -> None:
+    """After auth a client has nothing to say; anything it does say must still be valid."""
+    decode(text_of(message))
     raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
 
 
@@ -221,16 +224,16 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_closing.discard)
 
 
-async def send(ws: WebSocket, message: Current | Error) -> None:
+async def send(ws: Socket, message: Current | Error) -> None:
     await ws.send_text(encoder.encode(message).decode())
 
 
-async def close_with(ws: WebSocket, code: int, error: str, message: str) -> None:
+async def close_with(ws: Socket, code: int, error: str, message: str) -> None:
     metrics.socket_closes.labels(str(code)).inc()
-    if ws.client_state != WebSocketState.CONNECTED:
+    if not ws.connected:
         return
     try:
         await send(ws, Error(error, message))
-        await ws.close(code, reason=close_reason(message))
-    except (RuntimeError, WebSocketDisconnect, OSError):
+        await ws.close(code, close_reason(message))
+    except (RuntimeError, Disconnected, OSError):
         pass  # the client left first

@@ -1,0 +1,98 @@
+"""The handshake pieces of the socket protocol (wsserver.py), as uvicorn's
+websockets-sansio protocol makes them: the `ServerProtocol`s, the ASGI scope, the
+accepting 101 response and the log line of each outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.types import Message
+from uvicorn.config import Config
+from uvicorn.protocols.utils import (
+    get_client_addr,
+    get_local_addr,
+    get_path_with_query_string,
+    get_remote_addr,
+    is_ssl,
+)
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+__all__ = ["accepted", "frames_protocol", "handshake_protocol", "log_outcome", "scope_of"]
+
+
+def handshake_protocol(config: Config, logger: logging.Logger) -> ServerProtocol:
+    """Parses the request and writes the response, then is dropped for `frames_protocol`.
+
+    A `ServerProtocol` that parsed the handshake keeps the request (its headers, twice
+    over) in its parser's frame for as long as it lives; one made in the OPEN state
+    never parses one. Per-message deflate is not offered: it would have to carry the
+    negotiated extension from one to the other, and statebus turns it off (serve.py).
+    """
+    if config.ws_per_message_deflate:
+        raise ValueError("statebus's socket protocol does not offer per-message deflate")
+    return ServerProtocol(max_size=config.ws_max_size, logger=logger)
+
+
+def frames_protocol(config: Config, logger: logging.Logger) -> ServerProtocol:
+    """Frames once the 101 is out: the client sends none before it has the 101."""
+    return ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=logger)
+
+
+def scope_of(
+    request: Request, transport: asyncio.Transport, config: Config, app_state: dict[str, Any]
+) -> dict[str, Any]:
+    """The ASGI scope; no `extensions`: the denial response is not offered."""
+    # websockets documents non-ASCII header values as ISO-8859-1 (as uvicorn encodes).
+    headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in request.headers.raw_items()]
+    raw_path, _, query_string = request.path.partition("?")
+    subprotocols = [
+        token.strip()
+        for value in request.headers.get_all("Sec-WebSocket-Protocol")
+        for token in value.split(",")
+    ]
+    root = config.root_path
+    return {
+        "type": "websocket",
+        "asgi": {"version": config.asgi_version, "spec_version": "2.4"},
+        "http_version": "1.1",
+        "scheme": "wss" if is_ssl(transport) else "ws",
+        "server": get_local_addr(transport),
+        "client": get_remote_addr(transport),
+        "root_path": root,
+        "path": root + unquote(raw_path),
+        "raw_path": root.encode("ascii") + raw_path.encode("ascii"),
+        "query_string": query_string.encode("ascii"),
+        "headers": headers,
+        "subprotocols": subprotocols,
+        "state": app_state.copy(),
+    }
+
+
+def accepted(
+    response: Response, default_headers: list[tuple[bytes, bytes]], message: Message
+) -> Response:
+    """The 101 `ServerProtocol.accept()` made, with the server's default headers (date,
+    server) and those of the app's `websocket.accept`."""
+    headers = [
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in [*default_headers, *message.get("headers", [])]
+    ]
+    if message.get("subprotocol"):
+        headers.append(("Sec-WebSocket-Protocol", message["subprotocol"]))
+    del response.headers["Date"]
+    response.headers.update(headers)
+    return response
+
+
+def log_outcome(logger: logging.Logger, scope: dict[str, Any], outcome: str) -> None:
+    logger.info(
+        '%s - "WebSocket %s" %s',
+        get_client_addr(scope),  # type: ignore[arg-type]
+        get_path_with_query_string(scope),  # type: ignore[arg-type]
+        outcome,
+    )
