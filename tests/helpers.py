@@ -32,6 +32,35 @@ async def wait_for(
         await asyncio.sleep(0.01)
 
 
+async def commit_while_second_waits(
+    dsn: str, observer: asyncpg.Connection, first: str, second: str, *, what: str
+) -> None:
+    """Two writers in their own transactions: `first` runs, `second` starts and blocks on
+    a lock `first` holds (seen in pg_stat_activity through `observer`), then `first`
+    commits and `second` goes on and commits after it."""
+    a = await asyncpg.connect(dsn)
+    b = await asyncpg.connect(dsn)
+    try:
+        ta, tb = a.transaction(), b.transaction()
+        await ta.start()
+        await tb.start()
+        await a.execute(first)
+        waiting = asyncio.create_task(b.execute(second))
+        b_pid = b.get_server_pid()
+        await wait_for(
+            lambda: observer.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", b_pid
+            ),
+            what=what,
+        )
+        await ta.commit()
+        await waiting
+        await tb.commit()
+    finally:
+        await a.close()
+        await b.close()
+
+
 @dataclass(frozen=True)
 class Pair:
     """One (user_id, version) named by a notification."""

@@ -13,6 +13,7 @@ from statebus import sqlfiles
 from tests.helpers import (
     Notifications,
     add_user,
+    commit_while_second_waits,
     state_of,
     version_of,
     wait_for,
@@ -209,33 +210,15 @@ async def test_concurrent_writers_get_distinct_versions_in_commit_order(
         "UPDATE statebus.settings SET value = 'on' WHERE name = 'history_documents'"
     )
     await add_user(seeded, "u1")
-    a = await asyncpg.connect(dsn)
-    b = await asyncpg.connect(dsn)
-    try:
-        ta, tb = a.transaction(), b.transaction()
-        await ta.start()
-        await tb.start()
-        # Different tables, so no row lock between them but the user's version row:
-        # the second writer waits there for the first to commit.
-        await a.execute("INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 7)")
-        second = asyncio.create_task(
-            b.execute(
-                "INSERT INTO user_system_data (user_id, onboarding_completed) VALUES ('u1', true)"
-            )
-        )
-        b_pid = b.get_server_pid()
-        await wait_for(
-            lambda: seeded.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", b_pid
-            ),
-            what="the second writer waiting for the first",
-        )
-        await ta.commit()
-        await second
-        await tb.commit()
-    finally:
-        await a.close()
-        await b.close()
+    # Different tables, so no row lock between them but the user's version row:
+    # the second writer waits there for the first to commit.
+    await commit_while_second_waits(
+        dsn,
+        seeded,
+        "INSERT INTO user_usage (user_id, metric, used) VALUES ('u1', 'posts', 7)",
+        "INSERT INTO user_system_data (user_id, onboarding_completed) VALUES ('u1', true)",
+        what="the second writer waiting for the first",
+    )
     rows = await seeded.fetch(
         "SELECT version, state FROM statebus.history WHERE user_id = 'u1' ORDER BY version"
     )
@@ -288,7 +271,6 @@ async def test_prune_keeps_each_users_latest(seeded: asyncpg.Connection) -> None
 
 async def test_server_prunes_history_on_its_own(seeded: asyncpg.Connection, dsn: str) -> None:
     from statebus.maintenance import prune_forever
-    from tests.helpers import wait_for
 
     await add_user(seeded, "u1")
     await seeded.execute("UPDATE user_subscriptions SET status = 'past_due'")

@@ -9,12 +9,16 @@ transaction.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
-from tests.helpers import Notifications, add_user, state_of, version_of, wait_for
+from tests.helpers import (
+    Notifications,
+    add_user,
+    commit_while_second_waits,
+    state_of,
+    version_of,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -122,28 +126,12 @@ async def test_concurrent_first_writes_of_one_user_get_versions_one_and_two(
     for table in ("notes", "pins"):
         await seeded.execute(f"CREATE TABLE public.{table} (id bigint PRIMARY KEY, owner text)")
         await seeded.execute(f"SELECT statebus.track('public.{table}', 'owner', '{table}')")
-    a = await asyncpg.connect(dsn)
-    b = await asyncpg.connect(dsn)
-    try:
-        ta, tb = a.transaction(), b.transaction()
-        await ta.start()
-        await tb.start()
-        await a.execute("INSERT INTO public.notes (id, owner) VALUES (1, 'racer')")
-        second = asyncio.create_task(
-            b.execute("INSERT INTO public.pins (id, owner) VALUES (1, 'racer')")
-        )
-        b_pid = b.get_server_pid()
-        await wait_for(
-            lambda: seeded.fetchval(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", b_pid
-            ),
-            what="the second first-writer waiting on the first one's version row",
-        )
-        await ta.commit()
-        await second
-        await tb.commit()
-    finally:
-        await a.close()
-        await b.close()
+    await commit_while_second_waits(
+        dsn,
+        seeded,
+        "INSERT INTO public.notes (id, owner) VALUES (1, 'racer')",
+        "INSERT INTO public.pins (id, owner) VALUES (1, 'racer')",
+        what="the second first-writer waiting on the first one's version row",
+    )
     assert await version_of(seeded, "racer") == 2
     assert await history(seeded, "racer") == [1, 2]
