@@ -45,6 +45,9 @@ BEGIN
     -- transaction, one version. Bump and history row are one statement.
     IF n = 1 THEN
         -- The common case, one user per statement, without the set machinery below.
+        -- Two statements on purpose: one UPDATE with `user_id = ANY (users)` serving
+        -- both cases roughly doubled a captured single-row UPDATE (measured 165-250 ->
+        -- 375-440 us per statement in a loop of 5,000 single-row UPDATEs).
         WITH bumped AS (
             UPDATE statebus.versions v
             SET version = v.version + 1, txid = pg_current_xact_id(),
