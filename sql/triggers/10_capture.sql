@@ -3,9 +3,10 @@
 -- Everything here runs inside the writer's transaction, so it does as little as it can:
 -- a statement trigger per tracked table hands the users whose rows changed to
 -- statebus.bump(), which upserts statebus.versions (counting once per transaction),
--- keeps (version, committed_at, source) in statebus.history and NOTIFYs the
--- (user_id, version) pairs. No document is assembled here: readers do that with
--- statebus.envelopes() (sql/triggers/30_envelopes.sql), and only for users someone watches.
+-- keeps (version, committed_at, source) in statebus.history (unless the history_rows
+-- setting is off) and NOTIFYs the (user_id, version) pairs. No document is assembled
+-- here: readers do that with statebus.envelopes() (sql/triggers/30_envelopes.sql), and
+-- only for users someone watches.
 --
 -- Why statement triggers with transition tables: a 100,000-row UPDATE costs one
 -- set-based bump, not 100,000 calls. Why one generated function per table: static SQL
@@ -24,6 +25,8 @@ DECLARE
     src text := coalesce(nullif(current_setting('statebus.source', true), ''), 'sql');
     actor text;
     n bigint := coalesce(cardinality(users), 0);
+    keep_rows boolean;
+    keep_docs boolean;
     bumped_version bigint;
     bumped_users text[];
     bumped_versions bigint[];
@@ -31,11 +34,16 @@ BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
-    IF length(src) > 64 OR src !~ '^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:/-]+)?$' THEN
+    IF src <> 'sql' AND (length(src) > 64 OR src !~ '^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:/-]+)?$') THEN
         src := 'sql';  -- a malformed label is not shown to clients
     END IF;
     actor := session_user || coalesce(
         '/' || nullif(current_setting('application_name', true), ''), '');
+    -- Both history settings in one read (statebus.check_setting() keeps them on or off).
+    SELECT coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_rows'), true),
+           coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_documents'), false)
+    INTO keep_rows, keep_docs
+    FROM statebus.settings s WHERE s.name IN ('history_rows', 'history_documents');
 
     -- Existing version rows are bumped by a plain UPDATE: a HOT update of one heap
     -- page, without the index probe, row lock record and speculative insertion of
@@ -58,6 +66,7 @@ BEGIN
         ), kept AS (
             INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
             SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+            WHERE keep_rows
         )
         SELECT b.version INTO bumped_version FROM bumped b;
         IF bumped_version IS NOT NULL THEN
@@ -65,7 +74,7 @@ BEGIN
                 json_build_array(users[1], bumped_version))::text);
         ELSE
             -- No row bumped: the user's first write, or this transaction's second.
-            PERFORM statebus.bump_first(users, src, actor);
+            PERFORM statebus.bump_first(users, src, actor, keep_rows);
         END IF;
     ELSE
         -- Many users (an admin's UPDATE): one UPDATE joined to the array.
@@ -80,6 +89,7 @@ BEGIN
         ), kept AS (
             INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
             SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+            WHERE keep_rows
         )
         SELECT array_agg(b.user_id), array_agg(b.version)
         INTO bumped_users, bumped_versions FROM bumped b;
@@ -87,13 +97,11 @@ BEGIN
         -- Only when some users were not bumped (first writes, or users this
         -- transaction already bumped) is the array probed again, user by user.
         IF coalesce(cardinality(bumped_users), 0) < n THEN
-            PERFORM statebus.bump_first(users, src, actor);
+            PERFORM statebus.bump_first(users, src, actor, keep_rows);
         END IF;
     END IF;
 
-    IF EXISTS (SELECT 1 FROM statebus.settings s
-               WHERE s.name = 'history_documents'
-                 AND s.value = 'on') THEN
+    IF keep_rows AND keep_docs THEN
         PERFORM statebus.keep_documents(users);
     END IF;
 END $$;
@@ -101,7 +109,10 @@ END $$;
 -- Users of `users` without a version row get version 1 (history row and notification
 -- included). The upsert settles a race with a concurrent first write of the same user:
 -- whichever commits second bumps the row the first one inserted.
-CREATE OR REPLACE FUNCTION statebus.bump_first(users text[], src text, actor text) RETURNS void
+DROP FUNCTION IF EXISTS statebus.bump_first(text[], text, text);
+CREATE OR REPLACE FUNCTION statebus.bump_first(
+    users text[], src text, actor text, keep_rows boolean
+) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     bumped_users text[];
@@ -122,6 +133,7 @@ BEGIN
     ), kept AS (
         INSERT INTO statebus.history (user_id, version, committed_at, source, actor)
         SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
+        WHERE keep_rows
     )
     SELECT array_agg(b.user_id), array_agg(b.version)
     INTO bumped_users, bumped_versions FROM bumped b;
