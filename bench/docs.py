@@ -163,6 +163,10 @@ def method(s: Sizes) -> str:
 - Commits/s: `pgbench -n -c N -j min(N,2) -T {s.pgbench_seconds}`, script
   `UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || random(1..{s.users:,})`
   (autocommit), while the system's server is up and LISTENing with no socket open.
+  The session starts right after a `CHECKPOINT`, so the first run of each system pays
+  the full-page writes of every page it touches first. Each statebus run at N clients
+  is followed by one with the `history_rows` setting off (no per-version history row),
+  compared with the same relay figure.
 - Commit-to-socket: {s.latency_users:,} sockets, one per user; a writer process commits
   single-row UPDATEs to random users of those at a fixed offered rate (open loop,
   {s.writer_connections} connections) and writes its CLOCK_MONOTONIC send time into the

@@ -8,11 +8,13 @@ notifies; nobody watches), then one socket per user is opened for the latency ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -21,6 +23,7 @@ from bench.fleet import Fleet
 from bench.results import percentile
 from statebus.embedded import bin_dir
 
+SET_HISTORY_ROWS = "UPDATE statebus.settings SET value = $1 WHERE name = 'history_rows'"
 SPLIT_UPDATE = "UPDATE user_usage SET used = used + 1 WHERE user_id = $1 AND metric = 'posts'"
 PGBENCH_SCRIPT = """\\set u random(1, {users})
 UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'posts';
@@ -36,6 +39,15 @@ async def writes_session(ctx: Context, system: str) -> None:
                     tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
                     ctx.results.add(system, f"pgbench_c{clients}", tps)
                     ctx.note(system=system, figure="pgbench", clients=clients, tps=tps)
+                    if system == "statebus":
+                        # The same load without the per-version history row, right
+                        # after the default run (the price of that row, in this run).
+                        async with history_rows_off(ctx.dbs.dsn(system)):
+                            tps = await pgbench(ctx, ctx.dbs.dsn(system), clients)
+                        ctx.results.add(system, f"pgbench_nohistory_c{clients}", tps)
+                        ctx.note(
+                            system=system, figure="pgbench_nohistory", clients=clients, tps=tps
+                        )
             update_ms, commit_ms = await commit_split(ctx, system)
             ctx.results.add(system, "split_update_ms", update_ms)
             ctx.results.add(system, "split_commit_ms", commit_ms)
@@ -73,6 +85,17 @@ async def pgbench(ctx: Context, dsn: str, clients: int) -> float:
     if not match:
         raise child.failure(f"printed no tps: {out[-500:]}")
     return float(match[1])
+
+
+@contextlib.asynccontextmanager
+async def history_rows_off(dsn: str) -> AsyncIterator[None]:
+    conn = await asyncpg.connect(dsn, command_timeout=60)
+    try:
+        await conn.execute(SET_HISTORY_ROWS, "off")
+        yield
+    finally:
+        await conn.execute(SET_HISTORY_ROWS, "on")
+        await conn.close()
 
 
 async def commit_split(ctx: Context, system: str) -> tuple[float, float]:

@@ -16,6 +16,9 @@ class Row:
     key: str
     label: str
     digits: int
+    # The relay's figure it is compared with, when statebus alone measures this key
+    # (a statebus setting the relay has no counterpart of).
+    baseline: str | None = None
 
 
 def rows(sizes: Sizes) -> list[Row]:
@@ -25,6 +28,16 @@ def rows(sizes: Sizes) -> list[Row]:
             f"pgbench_c{c}",
             f"single-row UPDATE commits/s, pgbench, {c} client" + ("s" if c > 1 else ""),
             0,
+        )
+        for c in sizes.pgbench_clients
+    ]
+    out += [
+        Row(
+            "pgbench",
+            f"pgbench_nohistory_c{c}",
+            f"the same with history_rows off, {c} client" + ("s" if c > 1 else ""),
+            0,
+            baseline=f"pgbench_c{c}",
         )
         for c in sizes.pgbench_clients
     ]
@@ -74,7 +87,8 @@ def summary(results: Results, sizes: Sizes, selected: frozenset[str]) -> list[di
     for row in rows(sizes):
         if row.figure not in selected:
             continue
-        ours, theirs = results.median("statebus", row.key), results.median("naive", row.key)
+        ours = results.median("statebus", row.key)
+        theirs = results.median("naive", row.baseline or row.key)
         if ours is None and theirs is None and not results.errors:
             continue  # a saved run from before this figure existed
         ratio = ours / theirs if ours is not None and theirs else None
@@ -126,7 +140,7 @@ def problems(results: Results, sizes: Sizes, selected: frozenset[str], repeat: i
         if row.figure not in selected:
             continue
         for system, runs in results.runs.items():
-            values = runs.get(row.key, [])
+            values = runs.get(row.baseline if system == "naive" and row.baseline else row.key, [])
             if len(values) != repeat:
                 found.append(f"{system} {row.key}: {len(values)} runs of {repeat}")
             low = 0.0 if row.key == "sustained_commits_s" else 1e-9
