@@ -107,7 +107,7 @@ def write(
     parts += [
         "## Command\n",
         f"    {run['command']}\n",
-        f"Full run: `python -m bench` (3 repetitions, about 45 minutes on this machine). "
+        f"Full run: `python -m bench` (3 repetitions, about 20 minutes on this machine). "
         f"Flags: `--repeat N`; `--only NAME` (pgbench, latency, admin, rss, broadcast, "
         f"capacity; repeatable); `--quick` (the CI smoke test: small sizes, one repetition, "
         f"numbers not meaningful, under 2 minutes); `--profile` (py-spy samples the server "
