@@ -12,6 +12,17 @@
 -- set-based bump, not 100,000 calls. Why one generated function per table: static SQL
 -- is planned once per session; EXECUTE format(...) would be planned on every statement.
 
+-- The two history switches, with their defaults when a row is missing. One definition
+-- for the capture (every captured statement) and the settings check. A set-returning
+-- SQL function without SET clauses, so PostgreSQL inlines it into its caller's query.
+CREATE OR REPLACE FUNCTION statebus.history_switches()
+RETURNS TABLE (rows_on boolean, documents_on boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_rows'), true),
+           coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_documents'), false)
+    FROM statebus.settings s WHERE s.name IN ('history_rows', 'history_documents')
+$$;
+
 -- The label a version shows to clients. statebus's own writers and the host app say who
 -- they are with SET LOCAL statebus.source; anything else is 'sql'. Role names stay in
 -- history.actor and never reach a client.
@@ -39,11 +50,7 @@ BEGIN
     END IF;
     actor := session_user || coalesce(
         '/' || nullif(current_setting('application_name', true), ''), '');
-    -- Both history settings in one read (statebus.check_setting() keeps them on or off).
-    SELECT coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_rows'), true),
-           coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_documents'), false)
-    INTO keep_rows, keep_docs
-    FROM statebus.settings s WHERE s.name IN ('history_rows', 'history_documents');
+    SELECT h.rows_on, h.documents_on INTO keep_rows, keep_docs FROM statebus.history_switches() h;
 
     -- Existing version rows are bumped by a plain UPDATE: a HOT update of one heap
     -- page, without the index probe, row lock record and speculative insertion of

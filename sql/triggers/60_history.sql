@@ -47,11 +47,8 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         -- Documents are kept in history rows: both on, or documents off.
-        SELECT coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_rows'), true),
-               coalesce(bool_and(s.value = 'on') FILTER (WHERE s.name = 'history_documents'), false)
-        INTO rows_on, documents_on
-        FROM statebus.settings s
-        WHERE s.name IN ('history_rows', 'history_documents') AND s.name <> NEW.name;
+        SELECT h.rows_on, h.documents_on INTO rows_on, documents_on
+        FROM statebus.history_switches() h;
         IF NEW.name = 'history_rows' THEN
             rows_on := NEW.value = 'on';
         ELSE
