@@ -20,6 +20,10 @@ class Row:
     # (a statebus setting the relay has no counterpart of).
     baseline: str | None = None
 
+    def key_of(self, system: str) -> str:
+        """The key under which `system` measured this row."""
+        return self.baseline if system == "naive" and self.baseline else self.key
+
 
 def rows(sizes: Sizes) -> list[Row]:
     out = [
@@ -87,8 +91,8 @@ def summary(results: Results, sizes: Sizes, selected: frozenset[str]) -> list[di
     for row in rows(sizes):
         if row.figure not in selected:
             continue
-        ours = results.median("statebus", row.key)
-        theirs = results.median("naive", row.baseline or row.key)
+        ours = results.median("statebus", row.key_of("statebus"))
+        theirs = results.median("naive", row.key_of("naive"))
         if ours is None and theirs is None and not results.errors:
             continue  # a saved run from before this figure existed
         ratio = ours / theirs if ours is not None and theirs else None
@@ -140,7 +144,7 @@ def problems(results: Results, sizes: Sizes, selected: frozenset[str], repeat: i
         if row.figure not in selected:
             continue
         for system, runs in results.runs.items():
-            values = runs.get(row.baseline if system == "naive" and row.baseline else row.key, [])
+            values = runs.get(row.key_of(system), [])
             if len(values) != repeat:
                 found.append(f"{system} {row.key}: {len(values)} runs of {repeat}")
             low = 0.0 if row.key == "sustained_commits_s" else 1e-9
