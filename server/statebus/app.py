@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
                 settings.home / "jwt_secret",
             )
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        # Every lock a pooled session waits on is bounded (docs/security.md).
+        lock_timeout = {"lock_timeout": config.lock_timeout_ms(settings)}
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, server_settings=lock_timeout)
         hub = Hub()
         verifier = TokenVerifier(
             AuthSettings(

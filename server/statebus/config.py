@@ -54,6 +54,10 @@ class Settings:
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
+    # Seconds any statebus session waits for a database lock (lock_timeout), and a billing
+    # change for the same user's change in progress in this process, before giving up (409).
+    lock_timeout: float = 5.0
+    billing_wait: float = 5.0
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -111,6 +115,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
         admin_claim=_admin_claim(env.get("STATEBUS_ADMIN_CLAIM")),
         generated_secret=generated,
+        lock_timeout=_seconds(env, "STATEBUS_LOCK_TIMEOUT", 5.0),
+        billing_wait=_seconds(env, "STATEBUS_BILLING_WAIT", 5.0),
     )
 
 
@@ -142,6 +148,21 @@ def _count(env: dict[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1")
     return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if not 0.001 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0.001 and 3600 seconds")
+    return value
+
+
+def lock_timeout_ms(settings: Settings) -> str:
+    """The lock_timeout server setting of every statebus connection, in milliseconds."""
+    return str(max(1, round(settings.lock_timeout * 1000)))
 
 
 def dev_secret(home: Path) -> str:

@@ -41,3 +41,9 @@ stripe_events_failed = Gauge(
     "stored Stripe events failed for good (see `statebus stripe-events --failed`)",
     registry=registry,
 )
+stripe_duplicates = Gauge(
+    "statebus_stripe_duplicate_subscriptions",
+    "users' second billed subscriptions, kept out of their state, for an operator to refund"
+    " or cancel (see `statebus stripe-events`)",
+    registry=registry,
+)
