@@ -1,0 +1,245 @@
+"""Billing attacked as issue 17 did (F2, F4, F5, F6), on the real server, Postgres and the
+fake Stripe with its signed webhooks: one user cannot slow another, other roles cannot
+take statebus's locks, billing never answers with what did not happen, one live
+subscription per user."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import websockets
+
+from statebus import sqlfiles
+from statebus.migrations import MigrationError, migrate
+from statebus.testing.fake_stripe import FakeStripe
+from statebus.testing.server import RunningServer, free_port
+from tests.helpers import add_user, wait_for
+from tests.integration.test_privileges import MONITOR, as_role, drop_roles
+from tests.stripe_support import SECRET, seed_subscriber, stripe_settings, subscription_row
+
+pytestmark = pytest.mark.asyncio
+
+USER, OTHER = "user_2zRnraoVNDAegfHnci1xUMWybwz", "user_other"
+STRIPE_LATENCY = 0.5  # seconds per Stripe call, as in the report
+
+
+def auth(app: RunningServer, user_id: str = USER) -> dict[str, str]:
+    return {"Authorization": f"Bearer {app.token(user_id)}"}
+
+
+def serve(dsn: str, home: Path, fake: FakeStripe, port: int | None = None) -> RunningServer:
+    # Short bounds so the tests see them run out; the defaults are 5 s each.
+    settings = stripe_settings(home, fake, billing_wait=2.0, lock_timeout=1.0)
+    server = RunningServer(settings, dsn)
+    if port is not None:
+        server.port = port
+    return server.start()
+
+
+@pytest.fixture
+def quiet(dsn: str, tmp_path: Path, fake: FakeStripe) -> Iterator[RunningServer]:
+    """A server whose fake Stripe sends no webhooks (only the routes' own writes)."""
+    server = serve(dsn, tmp_path, fake)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sending(dsn: str, tmp_path: Path) -> Iterator[tuple[RunningServer, FakeStripe]]:
+    """A server and a fake Stripe that sends it every change as a signed webhook."""
+    port = free_port()
+    with FakeStripe(webhook_url=f"http://127.0.0.1:{port}/v1/stripe/webhook") as fake:
+        assert fake.webhooks is not None
+        fake.webhooks.secret = SECRET
+        server = serve(dsn, tmp_path, fake, port)
+        yield server, fake
+        server.stop()
+
+
+async def lock_waiters(conn: asyncpg.Connection) -> int:
+    """Sessions of this database waiting for a lock now."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return count
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+# -- F2: one user's storm of cancels ------------------------------------------------------
+
+
+async def first_frame(app: RunningServer, user_id: str) -> dict[str, Any]:
+    async with websockets.connect(app.ws) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": app.token(user_id)}))
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        return frame
+
+
+async def test_thirty_cancels_of_one_user_never_make_another_user_wait(
+    quiet: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    await add_user(conn, OTHER)
+    fake.set_latency(STRIPE_LATENCY)
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=quiet.http, timeout=60, limits=limits) as http:
+        baseline = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert (await http.get("/v1/state", headers=auth(quiet, OTHER))).status_code == 200
+            baseline.append(time.perf_counter() - started)
+
+        storm = [
+            asyncio.create_task(http.post("/v1/billing/cancel", headers=auth(quiet)))
+            for _ in range(30)
+        ]
+        await wait_for(lambda: len(fake.requests) > 0, what="the storm reaching Stripe")
+        during: list[float] = []
+        waiting: list[int] = []
+        frames: list[str] = []
+        while not all(task.done() for task in storm):
+            started = time.perf_counter()
+            state = await http.get("/v1/state", headers=auth(quiet, OTHER))
+            during.append(time.perf_counter() - started)
+            assert state.status_code == 200
+            assert (await http.get("/readyz")).status_code == 200
+            if len(frames) < 3:
+                frames.append((await first_frame(quiet, OTHER))["type"])
+            waiting.append(await lock_waiters(conn))
+        answers = await asyncio.gather(*storm)
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert set(statuses) == {200, 409}, statuses  # served in turn, or told to come back
+    assert {a.json()["error"] for a in answers if a.status_code == 409} == {"change_in_progress"}
+    assert frames and set(frames) == {"snapshot"}
+    # Nobody queued on a database lock: the storm waited in the process, one at a time.
+    assert max(waiting) == 0
+    assert len(during) >= 5, "other users' reads completed while the storm ran"
+    assert max(during) < 2.0, f"another user waited {max(during):.2f} s"
+    assert len(quiet.app.state.runtime.stripe.changes) == 0  # no per-user leftovers
+    print(
+        f"\nother user's /v1/state: baseline p50 {percentile(baseline, 0.5) * 1000:.1f} ms"
+        f" p99 {percentile(baseline, 0.99) * 1000:.1f} ms; during the storm ({len(during)}"
+        f" reads) p50 {percentile(during, 0.5) * 1000:.1f} ms"
+        f" p99 {percentile(during, 0.99) * 1000:.1f} ms; storm answers {dict(statuses)}"
+    )
+
+
+async def hold_row_lock(dsn: str, key: str) -> asyncpg.Connection:
+    """Another statebus process mid-change: the lock row of `key` locked, transaction open."""
+    holder = await asyncpg.connect(dsn, server_settings={"application_name": "other-statebus"})
+    await holder.execute("BEGIN")
+    await holder.execute(sqlfiles.queries()["stripe_lock_row"], key)
+    await holder.fetchval(sqlfiles.queries()["stripe_lock"], key)
+    return holder
+
+
+async def test_a_change_held_by_another_process_answers_409_within_the_lock_timeout(
+    quiet: RunningServer, conn: asyncpg.Connection, fake: FakeStripe, dsn: str
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    holder = await hold_row_lock(dsn, "sub:sub_demo")
+    try:
+        async with httpx.AsyncClient(base_url=quiet.http, timeout=30) as http:
+            started = time.monotonic()
+            busy = await http.post("/v1/billing/cancel", headers=auth(quiet))
+            took = time.monotonic() - started
+            assert busy.status_code == 409 and busy.json()["error"] == "change_in_progress"
+            assert took < 5, took  # lock_timeout is 1 s
+            assert (await http.get("/readyz")).status_code == 200
+            await holder.execute("ROLLBACK")
+            done = await http.post("/v1/billing/cancel", headers=auth(quiet))
+            assert done.status_code == 200, done.text
+    finally:
+        await holder.close()
+    row = await subscription_row(conn, USER)
+    assert row is not None and row["cancel_at_period_end"] is True
+
+
+# -- F4: the monitor role and statebus's locks ------------------------------------------
+
+
+@pytest.fixture
+async def monitor(dsn: str, conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    await drop_roles(conn)  # left over by an interrupted run
+    await conn.execute(sqlfiles.read("roles_example.sql"))
+    await conn.execute(f"ALTER ROLE {MONITOR} PASSWORD 'monitor-pw'")
+    monitor = await asyncpg.connect(as_role(dsn, MONITOR, "monitor-pw"))
+    try:
+        yield monitor
+    finally:
+        await monitor.close()
+        await drop_roles(conn)  # both roles of the example file
+
+
+async def test_the_monitor_role_cannot_stall_billing_or_migrate(
+    quiet: RunningServer, conn: asyncpg.Connection, fake: FakeStripe, monitor: asyncpg.Connection
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    # The keys statebus used to lock, taken as the report did: they no longer matter.
+    for key in ("stripe_sub:sub_demo", "stripe_customer:cus_demo"):
+        await monitor.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+    await monitor.execute("SELECT pg_advisory_lock(7324001)")
+    # statebus's own locks are out of reach, even with read-only turned off (as any role may).
+    await monitor.execute("SET default_transaction_read_only = off")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await monitor.execute("SELECT * FROM statebus.stripe_locks FOR UPDATE")
+    for table in ("schema_migrations", "stripe_locks"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with monitor.transaction():
+                await monitor.execute(f"LOCK TABLE statebus.{table} IN EXCLUSIVE MODE")
+    # And an open transaction over what the monitor may read.
+    await monitor.execute("BEGIN")
+    await monitor.fetch("SELECT id FROM statebus.stripe_events")
+
+    async with httpx.AsyncClient(base_url=quiet.http, timeout=30) as http:
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(http.post(f"/v1/billing/{op}", headers=auth(quiet)) for op in ["cancel"] * 10),
+            http.get("/readyz"),
+        )
+        took = time.monotonic() - started
+    statuses = Counter(answer.status_code for answer in answers[:-1])
+    assert statuses[200] >= 1 and set(statuses) <= {200, 409}, statuses
+    assert answers[-1].status_code == 200
+    assert took < 10, took
+    row = await subscription_row(conn, USER)
+    assert row is not None and row["cancel_at_period_end"] is True
+    report = await asyncio.wait_for(migrate(conn, lock_timeout=5), 30)
+    assert report.applied == []
+    await monitor.execute("ROLLBACK")
+
+
+async def test_migrate_waits_a_bounded_time_and_names_the_session_holding_its_lock(
+    conn: asyncpg.Connection, dsn: str
+) -> None:
+    holder = await asyncpg.connect(dsn, server_settings={"application_name": "stuck-deploy"})
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute(sqlfiles.queries()["migration_lock"])
+        pid = await holder.fetchval("SELECT pg_backend_pid()")
+        started = time.monotonic()
+        with pytest.raises(MigrationError) as failed:
+            await migrate(conn, lock_timeout=0.5)
+        assert time.monotonic() - started < 10
+        message = str(failed.value)
+        assert f"pid {pid}" in message and "stuck-deploy" in message
+        assert "schema_migrations ShareRowExclusiveLock" in message
+        await holder.execute("ROLLBACK")
+        assert (await migrate(conn, lock_timeout=5)).applied == []
+    finally:
+        await holder.close()
