@@ -32,6 +32,11 @@ class KeyLocks:
         """Keys held or awaited now (0 when idle: nothing accumulates per user)."""
         return len(self._entries)
 
+    def queued(self, key: str) -> int:
+        """How many hold or await `key` now."""
+        entry = self._entries.get(key)
+        return entry.users if entry is not None else 0
+
     @contextlib.asynccontextmanager
     async def hold(self, key: str, timeout: float) -> AsyncIterator[None]:
         """Holds `key` for the block; raises Busy after `timeout` seconds of waiting."""

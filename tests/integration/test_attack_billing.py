@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -24,7 +27,15 @@ from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer, free_port
 from tests.helpers import add_user, wait_for
 from tests.integration.test_privileges import MONITOR, as_role, drop_roles
-from tests.stripe_support import SECRET, seed_subscriber, stripe_settings, subscription_row
+from tests.stripe_support import (
+    SECRET,
+    VIRAL,
+    add_customer_user,
+    seed,
+    seed_subscriber,
+    stripe_settings,
+    subscription_row,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -243,3 +254,267 @@ async def test_migrate_waits_a_bounded_time_and_names_the_session_holding_its_lo
         assert (await migrate(conn, lock_timeout=5)).applied == []
     finally:
         await holder.close()
+
+
+# -- F5: what billing answers happened ----------------------------------------------------
+
+
+async def settled_webhooks(conn: asyncpg.Connection, fake: FakeStripe, sent: int) -> None:
+    """Waits until the fake delivered `sent` events and the server applied all it stored."""
+    assert fake.webhooks is not None
+    sender = fake.webhooks
+
+    async def done() -> bool:
+        busy = await conn.fetchval(
+            "SELECT count(*) FROM statebus.stripe_events"
+            " WHERE status IN ('pending', 'retrying', 'unmatched')"
+        )
+        return len(sender.sent) >= sent and busy == 0
+
+    await wait_for(done, timeout=30, what=f"{sent} webhooks delivered and applied")
+
+
+def update_keys(fake: FakeStripe, sub_id: str) -> list[str]:
+    return [
+        headers["idempotency-key"]
+        for method, path, headers in fake.requests
+        if method == "POST" and path == f"/v1/subscriptions/{sub_id}"
+    ]
+
+
+async def test_cancel_resume_cancel_ends_cancelled_in_stripe_and_in_the_state(
+    sending: tuple[RunningServer, FakeStripe], conn: asyncpg.Connection
+) -> None:
+    app, fake = sending
+    await seed_subscriber(conn, fake, USER)
+    changes = app.app.state.runtime.stripe.changes
+    fake.set_latency(0.2)
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
+        # Queued behind each other, in this order, as a double-clicking user sends them.
+        asked = []
+        for n, op in enumerate(("cancel", "resume", "cancel"), start=1):
+            asked.append(asyncio.create_task(http.post(f"/v1/billing/{op}", headers=auth(app))))
+            await wait_for(lambda n=n: changes.queued(USER) >= n, what=f"{op} queued")  # type: ignore[misc]
+        answers = await asyncio.gather(*asked)
+        again = [
+            await http.post(f"/v1/billing/{op}", headers=auth(app)) for op in ("resume", "cancel")
+        ]
+
+    for answer in (*answers, *again):
+        assert answer.status_code == 200, answer.text
+    ends = [a.json()["state"]["subscription"]["cancel_at_period_end"] for a in (*answers, *again)]
+    assert ends == [True, False, True, False, True]  # each answer shows its own change
+    assert fake.get_subscription("sub_demo")["cancel_at_period_end"] is True
+    keys = update_keys(fake, "sub_demo")
+    assert len(keys) == 5 and len(set(keys)) == 5
+    await settled_webhooks(conn, fake, sent=6)  # created, then one update per change
+    row = await subscription_row(conn, USER)
+    assert row is not None and row["cancel_at_period_end"] is True
+
+
+async def test_upgrade_down_and_up_again_ends_on_the_last_plan(
+    sending: tuple[RunningServer, FakeStripe], conn: asyncpg.Connection
+) -> None:
+    app, fake = sending
+    await seed_subscriber(conn, fake, USER)
+    async with httpx.AsyncClient(base_url=app.http, timeout=30, headers=auth(app)) as http:
+        plans = []
+        for plan in ("viral_surge", "glow_up", "viral_surge"):
+            answer = await http.post("/v1/billing/upgrade", json={"plan": plan})
+            assert answer.status_code == 200, answer.text
+            plans.append(answer.json()["state"]["plan"]["code"])
+    assert plans == ["viral_surge", "glow_up", "viral_surge"]
+    items = fake.get_subscription("sub_demo")["items"]["data"]
+    assert [item["price"]["id"] for item in items] == [VIRAL]
+    keys = update_keys(fake, "sub_demo")
+    assert len(keys) == 3 and len(set(keys)) == 3
+    await settled_webhooks(conn, fake, sent=4)
+    row = await subscription_row(conn, USER)
+    assert row is not None and row["plan"] == "viral_surge"
+
+
+async def test_a_change_stripe_made_but_this_server_did_not_commit_is_retried_with_its_key(
+    quiet: RunningServer, conn: asyncpg.Connection, fake: FakeStripe
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    # Stripe applies the change and the answer is lost, three times: the request fails
+    # (stripe-python retried twice with the key), and nothing is written here.
+    fake.drop_next(3, path_prefix="/v1/subscriptions/sub_demo", method="POST")
+    async with httpx.AsyncClient(base_url=quiet.http, timeout=30, headers=auth(quiet)) as http:
+        failed = await http.post("/v1/billing/cancel")
+        assert failed.status_code == 502
+        assert fake.get_subscription("sub_demo")["cancel_at_period_end"] is True
+        fake.set_subscription("sub_demo", cancel_at_period_end=False)  # undone in the portal
+        done = await http.post("/v1/billing/cancel")
+    assert done.status_code == 200, done.text
+    assert done.json()["state"]["subscription"]["cancel_at_period_end"] is True
+    assert fake.get_subscription("sub_demo")["cancel_at_period_end"] is True
+    keys = update_keys(fake, "sub_demo")
+    # The retry reused the uncommitted change's key, saw Stripe's replay was stale, and
+    # sent the change once more under a key of its own.
+    assert keys[:4] == [keys[0]] * 4 and keys[4] == keys[0] + "-again"
+
+
+# -- F6: one live subscription per user ----------------------------------------------------
+
+
+def session_of(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[-1]
+
+
+async def test_a_new_checkout_expires_the_earlier_one_which_can_no_longer_be_paid(
+    sending: tuple[RunningServer, FakeStripe], conn: asyncpg.Connection
+) -> None:
+    app, fake = sending
+    await seed(conn, fake)
+    await add_customer_user(conn, "user_new")
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
+        urls = []
+        for plan in ("glow_up", "viral_surge"):
+            answer = await http.post(
+                "/v1/billing/checkout", json={"plan": plan}, headers=auth(app, "user_new")
+            )
+            assert answer.status_code == 200, answer.text
+            urls.append(answer.json()["url"])
+        first, second = (fake.state.checkout_sessions[session_of(url)] for url in urls)
+        assert (first["status"], second["status"]) == ("expired", "open")
+
+        refused = await http.post(urls[0] + "/complete")  # the first tab's pay button
+        assert refused.status_code == 410
+        paid = await http.post(urls[1] + "/complete")
+        assert paid.status_code == 303
+
+    async def subscribed() -> bool:
+        row = await subscription_row(conn, "user_new")
+        return row is not None and row["plan"] == "viral_surge" and await linked() is not None
+
+    async def linked() -> str | None:
+        customer: str | None = await conn.fetchval(
+            "SELECT stripe_customer_id FROM user_billing WHERE user_id = 'user_new'"
+        )
+        return customer
+
+    await wait_for(subscribed, timeout=20, what="the second checkout's subscription")
+    customer = await linked()
+    live = [s for s in fake.state.subscriptions.values() if s["customer"] == customer]
+    assert len(live) == 1 and live[0]["items"]["data"][0]["price"]["id"] == VIRAL
+    assert len(fake.state.subscriptions) == 1
+
+
+async def test_a_session_paid_while_another_is_asked_for_answers_409(
+    sending: tuple[RunningServer, FakeStripe], conn: asyncpg.Connection
+) -> None:
+    app, fake = sending
+    await seed(conn, fake)
+    await add_customer_user(conn, "user_new")
+    assert fake.webhooks is not None
+    fake.webhooks.hold()  # the first payment's webhooks are late
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
+        first = await http.post(
+            "/v1/billing/checkout", json={"plan": "glow_up"}, headers=auth(app, "user_new")
+        )
+        assert (await http.post(first.json()["url"] + "/complete")).status_code == 303
+        second = await http.post(
+            "/v1/billing/checkout", json={"plan": "viral_surge"}, headers=auth(app, "user_new")
+        )
+    assert second.status_code == 409 and second.json()["error"] == "has_subscription"
+    assert len(fake.state.checkout_sessions) == 1  # no second session to pay
+    fake.webhooks.release()
+
+    async def subscribed() -> bool:
+        row = await subscription_row(conn, "user_new")
+        return row is not None and row["plan"] == "glow_up"
+
+    await wait_for(subscribed, timeout=20, what="the first checkout's subscription")
+
+
+async def test_a_second_billed_subscription_is_flagged_and_kept_out_of_the_state(
+    sending: tuple[RunningServer, FakeStripe], conn: asyncpg.Connection, dsn: str, tmp_path: Path
+) -> None:
+    app, fake = sending
+    await seed(conn, fake)
+    await add_customer_user(conn, "user_new")
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as http:
+        answer = await http.post(
+            "/v1/billing/checkout", json={"plan": "glow_up"}, headers=auth(app, "user_new")
+        )
+        assert (await http.post(answer.json()["url"] + "/complete")).status_code == 303
+
+        async def subscribed() -> bool:
+            row = await subscription_row(conn, "user_new")
+            return row is not None and row["plan"] == "glow_up" and await linked() is not None
+
+        async def linked() -> str | None:
+            customer: str | None = await conn.fetchval(
+                "SELECT stripe_customer_id FROM user_billing WHERE user_id = 'user_new'"
+            )
+            return customer
+
+        await wait_for(subscribed, timeout=20, what="the first subscription")
+        first = await subscription_row(conn, "user_new")
+        assert first is not None
+        customer = await linked()
+        version = await conn.fetchval(
+            "SELECT version FROM statebus.versions WHERE user_id = 'user_new'"
+        )
+
+        # Paid again through a session statebus did not make (an older release, another
+        # integration): a new customer, a second subscription billed.
+        other = fake.client().v1.checkout.sessions.create(
+            {
+                "mode": "subscription",
+                "line_items": [{"price": VIRAL, "quantity": 1}],
+                "client_reference_id": "user_new",
+                "success_url": app.http,
+                "metadata": {"user_id": "user_new"},
+                "subscription_data": {"metadata": {"user_id": "user_new"}},
+            }
+        )
+        second = fake.complete_checkout(other.id)["subscription"]
+
+        async def flagged() -> bool:
+            kept = await conn.fetchval(
+                "SELECT kept_subscription_id FROM statebus.stripe_duplicates"
+                " WHERE subscription_id = $1 AND resolved_at IS NULL",
+                second,
+            )
+            return bool(kept == first["stripe_subscription_id"])
+
+        await wait_for(flagged, timeout=20, what="the second subscription flagged")
+
+        async def both_checkouts_applied() -> bool:
+            done: int = await conn.fetchval(
+                "SELECT count(*) FROM statebus.stripe_events"
+                " WHERE type = 'checkout.session.completed' AND status IN ('applied', 'ignored')"
+            )
+            return done == 2
+
+        await wait_for(both_checkouts_applied, timeout=20, what="the second checkout's webhook")
+        metrics = (await http.get("/metrics")).text
+
+    row = await subscription_row(conn, "user_new")
+    assert row == first  # plan, status and subscription as before the second payment
+    assert (
+        await conn.fetchval(
+            "SELECT stripe_customer_id FROM user_billing WHERE user_id = 'user_new'"
+        )
+        == customer
+    )
+    assert (
+        await conn.fetchval("SELECT version FROM statebus.versions WHERE user_id = 'user_new'")
+        == version
+    )
+    assert "statebus_stripe_duplicate_subscriptions 1.0" in metrics
+    listed = await statebus_cli("stripe-events", dsn=dsn, home=tmp_path)
+    assert f"duplicate {second}  user=user_new" in listed
+    assert "1 duplicate subscription(s) to refund or cancel" in listed
+
+
+async def statebus_cli(*args: str, dsn: str, home: Path) -> str:
+    env = {**os.environ, "STATEBUS_DATABASE_URL": dsn, "STATEBUS_HOME": str(home)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "statebus.cli", *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    return out.decode()
