@@ -195,3 +195,9 @@ SELECT EXISTS (
       AND b.stripe_customer_id IS NOT NULL
       AND s.stripe_subscription_id IS NOT NULL
       AND s.status NOT IN ('canceled', 'incomplete_expired'));
+
+-- name: stripe_lock_user_row
+-- A billing change locks the user's row after the subscription's and customer's locks
+-- (the order every Stripe writer takes them in) and before changing anything in Stripe:
+-- a writer holding it longer than lock_timeout fails the change before Stripe is called.
+SELECT 1 FROM public.user_subscriptions WHERE user_id = $1 FOR UPDATE;

@@ -26,7 +26,7 @@ from statebus.migrations import MigrationError, migrate
 from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer, free_port
 from tests.helpers import add_user, wait_for
-from tests.integration.test_privileges import MONITOR, as_role, drop_roles
+from tests.integration.test_privileges import APP, MONITOR, as_role, drop_roles
 from tests.stripe_support import (
     SECRET,
     VIRAL,
@@ -518,3 +518,32 @@ async def statebus_cli(*args: str, dsn: str, home: Path) -> str:
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0
     return out.decode()
+
+
+async def test_the_app_role_holding_a_users_row_fails_the_change_before_stripe_is_called(
+    quiet: RunningServer, conn: asyncpg.Connection, fake: FakeStripe, dsn: str
+) -> None:
+    await seed_subscriber(conn, fake, USER)
+    await drop_roles(conn)
+    await conn.execute(sqlfiles.read("roles_example.sql"))
+    await conn.execute(f"ALTER ROLE {APP} PASSWORD 'app-pw'")
+    app_role = await asyncpg.connect(as_role(dsn, APP, "app-pw"))
+    try:
+        await app_role.execute("BEGIN")
+        await app_role.execute(
+            "SELECT 1 FROM user_subscriptions WHERE user_id = $1 FOR UPDATE", USER
+        )
+        async with httpx.AsyncClient(base_url=quiet.http, timeout=30) as http:
+            started = time.monotonic()
+            busy = await http.post("/v1/billing/cancel", headers=auth(quiet))
+            assert time.monotonic() - started < 5  # lock_timeout is 1 s
+            assert busy.status_code == 409 and busy.json()["error"] == "change_in_progress"
+            assert fake.get_subscription("sub_demo")["cancel_at_period_end"] is False
+            assert update_keys(fake, "sub_demo") == []  # Stripe was never asked
+            assert (await http.get("/readyz")).status_code == 200
+            await app_role.execute("ROLLBACK")
+            done = await http.post("/v1/billing/cancel", headers=auth(quiet))
+            assert done.status_code == 200, done.text
+    finally:
+        await app_role.close()
+        await drop_roles(conn)

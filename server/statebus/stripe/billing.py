@@ -193,6 +193,7 @@ async def change_subscription(
             changes = await store.lock(conn, sub_id, None)
             current = await gateway.subscription(sub_id)
             await store.lock(conn, None, current.customer)
+            await conn.execute(q["stripe_lock_user_row"], user_id)
             facts, params = current, change(current)
             if params is not None:
                 # Named by what is asked of which subscription after how many changes,

@@ -45,6 +45,7 @@ async def upgrade(request: Request) -> Response:
             changes = await store.lock(conn, sub_id, None)
             current = await gateway.subscription(sub_id)
             await store.lock(conn, None, current.customer)
+            await conn.execute(q["stripe_lock_user_row"], user_id)
             try:
                 _, item = await store.plan_item(conn, current)
             except store.PlanConflict:
