@@ -2,37 +2,42 @@
 
     python scripts/billing_storm.py [--cancels 30] [--stripe-latency 0.5] [--repeat 3]
 
-Starts an embedded PostgreSQL (in a temporary home), the real server on a free loopback
-port and the fake Stripe API answering every call after `--stripe-latency` seconds. Each
+Starts `statebus serve --demo` (its embedded PostgreSQL in a temporary home) on a free
+loopback port, in its own process, against the fake Stripe API answering every call
+after `--stripe-latency` seconds. Each
 round runs the same readers (4 loops of other users' `GET /v1/state`, one of `/readyz`)
 first for 5 s alone (baseline), then while the demo user sends `--cancels` concurrent
 `POST /v1/billing/cancel`, until the last is answered; it prints p50 / p99 of both,
 `/readyz`'s worst, and what the storm was answered. Medians over rounds at the end: this machine is noisy, so read
-the storm's figures against the baseline of the same run.
+the storm's figures against the baseline of the same run. `--source DIR` serves the code
+of another tree (say, the previous release) for a side-by-side comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import asyncpg
 import httpx
 
-from statebus.embedded import EmbeddedPostgres
-from statebus.migrations import migrate
+from statebus.auth import issue_token
 from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe
-from statebus.testing.server import RunningServer, settings_for_tests
+from statebus.testing.server import free_port
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 OTHERS = [f"user_storm_other_{n}" for n in range(8)]
 READERS = 4
+SECRET = "billing-storm-" + "s" * 40
 
 
 def pct(values: list[float], p: float) -> float:
@@ -40,7 +45,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
-async def reads(http: httpx.AsyncClient, app: RunningServer, until: asyncio.Event) -> list[float]:
+async def reads(http: httpx.AsyncClient, app: Server, until: asyncio.Event) -> list[float]:
     """Latencies of other users' reads, one after another, until the event is set."""
     took: list[float] = []
     n = 0
@@ -65,7 +70,7 @@ async def readiness(http: httpx.AsyncClient, until: asyncio.Event) -> list[float
 
 
 async def load(
-    http: httpx.AsyncClient, app: RunningServer, until: asyncio.Event
+    http: httpx.AsyncClient, app: Server, until: asyncio.Event
 ) -> tuple[list[float], list[float]]:
     """The same readers (READERS of /v1/state, one of /readyz) for baseline and storm."""
     state = [asyncio.create_task(reads(http, app, until)) for _ in range(READERS)]
@@ -73,9 +78,7 @@ async def load(
     return [t for r in await asyncio.gather(*state) for t in r], await ready
 
 
-async def round_(
-    app: RunningServer, fake: FakeStripe, cancels: int, latency: float
-) -> dict[str, float]:
+async def round_(app: Server, fake: FakeStripe, cancels: int, latency: float) -> dict[str, float]:
     limits = httpx.Limits(max_connections=cancels + READERS + 8)
     auth = {"Authorization": f"Bearer {app.token(DEMO_USER)}"}
     async with httpx.AsyncClient(base_url=app.http, timeout=120, limits=limits) as http:
@@ -115,38 +118,66 @@ async def round_(
     return result
 
 
+class Server:
+    """`statebus serve --demo` in a process of its own (so the load generator and the fake
+    Stripe in this one do not share its interpreter), on the demo's embedded database."""
+
+    def __init__(self, home: Path, fake: FakeStripe, source: Path | None) -> None:
+        self.port = free_port()
+        self.http = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STATEBUS_", "STRIPE_"))}
+        env.update(
+            STATEBUS_HOME=str(home),
+            STATEBUS_JWT_SECRET=SECRET,
+            STRIPE_API_KEY=TEST_API_KEY,
+            STRIPE_API_BASE=fake.url,
+        )
+        if source is not None:  # another tree's server code (and its sql/), to compare
+            env["PYTHONPATH"] = str(source / "server")
+        command = [
+            sys.executable,
+            "-m",
+            "statebus.cli",
+            "serve",
+            "--demo",
+            "--port",
+            str(self.port),
+        ]
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+
+    def token(self, user_id: str) -> str:
+        return issue_token(SECRET, user_id, ttl=3600)
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.http, timeout=5) as http:
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    raise RuntimeError("statebus serve exited")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/readyz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise RuntimeError("statebus serve did not become ready in 60 s")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
 async def main(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="sbstorm", dir="/tmp") as tmp:
-        home = Path(tmp)
-        embedded = EmbeddedPostgres(home)
-        dsn = embedded.start()
-        fake = FakeStripe()
-        fake.start()
-        app: RunningServer | None = None
+    with tempfile.TemporaryDirectory(prefix="sbstorm", dir="/tmp") as tmp, FakeStripe() as fake:
+        fake.add_price("price_glow_up")
+        fake.add_price("price_viral_surge")
+        fake.add_subscription(customer="cus_demo", price="price_glow_up", sub_id="sub_demo_glow_up")
+        server = Server(Path(tmp), fake, args.source)
         try:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await migrate(conn, demo=True)
-            finally:
-                await conn.close()
-            fake.add_price("price_glow_up")
-            fake.add_price("price_viral_surge")
-            fake.add_subscription(
-                customer="cus_demo", price="price_glow_up", sub_id="sub_demo_glow_up"
-            )
-            settings = settings_for_tests(
-                home, stripe_api_key=TEST_API_KEY, stripe_api_base=fake.url
-            )
-            app = RunningServer(settings, dsn).start()
+            await server.ready()
             results = [
-                await round_(app, fake, args.cancels, args.stripe_latency)
+                await round_(server, fake, args.cancels, args.stripe_latency)
                 for _ in range(args.repeat)
             ]
         finally:
-            if app is not None:
-                app.stop()
-            fake.stop()
-            embedded.stop()
+            server.stop()
     print(f"medians over {len(results)} round(s):")
     for key in results[0]:
         print(f"  {key}: {statistics.median(r[key] for r in results):.1f}")
@@ -158,4 +189,9 @@ if __name__ == "__main__":
     parser.add_argument("--cancels", type=int, default=30)
     parser.add_argument("--stripe-latency", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="serve another tree's code, e.g. one made by `git archive main | tar -x -C DIR`",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))
