@@ -140,7 +140,9 @@ async def test_thirty_cancels_of_one_user_never_make_another_user_wait(
     # Nobody queued on a database lock: the storm waited in the process, one at a time.
     assert max(waiting) == 0
     assert len(during) >= 5, "other users' reads completed while the storm ran"
-    assert max(during) < 2.0, f"another user waited {max(during):.2f} s"
+    # Generous for a loaded machine; queued behind the storm it would be its whole length
+    # (30 cancels at 0.5 s or more each).
+    assert max(during) < 5.0, f"another user waited {max(during):.2f} s"
     assert len(quiet.app.state.runtime.stripe.changes) == 0  # no per-user leftovers
     print(
         f"\nother user's /v1/state: baseline p50 {percentile(baseline, 0.5) * 1000:.1f} ms"
