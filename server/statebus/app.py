@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from statebus import config, public, routes
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
+from statebus.delivery import DeliveryHealth
 from statebus.http import HTTPError, http_error_handler, starlette_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 admin_claim=settings.admin_claim,
             )
         )
-        listener = Listener(dsn, hub)
+        listener = Listener(dsn, hub, health=DeliveryHealth(settings.ready_threshold))
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service
@@ -84,12 +85,12 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         background = [
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
+            asyncio.create_task(listener.health.watchdog(), name="statebus-delivery-watchdog"),
         ]
         try:
             yield
         finally:
-            rt.shutting_down = True
-            hub.close_all(1012)  # sockets close with 1012: clients reconnect with since
+            rt.begin_drain()  # sockets close with 1012: clients reconnect with since
             await stripe_service.stop(rt)
             for task in background:
                 task.cancel()

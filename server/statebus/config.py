@@ -54,6 +54,11 @@ class Settings:
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
+    # Seconds a notification may wait to become frames (or the event loop may stall)
+    # before the process reports not ready (delivery.py).
+    ready_threshold: float = 5.0
+    # Seconds between SIGTERM and closing the port, answering /readyz 503 (draining.py).
+    drain_seconds: float = 2.0
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -111,6 +116,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
         admin_claim=_admin_claim(env.get("STATEBUS_ADMIN_CLAIM")),
         generated_secret=generated,
+        ready_threshold=_seconds(env, "STATEBUS_READY_THRESHOLD", 5.0),
+        drain_seconds=_seconds(env, "STATEBUS_DRAIN_SECONDS", 2.0, zero=True),
     )
 
 
@@ -141,6 +148,17 @@ def _count(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number") from None
     if value < 1:
         raise ConfigError(f"{name} must be at least 1")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, e.g. 5 or 0.5") from None
+    if not (0 <= value if zero else 0 < value) or not value < 3600:
+        least = "at least 0" if zero else "more than 0"
+        raise ConfigError(f"{name} must be {least} and less than 3600 seconds")
     return value
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 registry = CollectorRegistry()
 
@@ -39,5 +39,41 @@ stripe_events = Counter(
 stripe_events_failed = Gauge(
     "statebus_stripe_events_failed",
     "stored Stripe events failed for good (see `statebus stripe-events --failed`)",
+    registry=registry,
+)
+
+# -- delivery health (delivery.py, listener.py) ------------------------------------------
+
+ready = Gauge("statebus_ready", "1 while /readyz would answer 200", registry=registry)
+readiness_lost = Counter(
+    "statebus_readiness_lost", "times the process turned not ready", registry=registry
+)
+oldest_pending_seconds = Gauge(
+    "statebus_oldest_pending_notification_seconds",
+    "age of the oldest notification received and not yet turned into frames",
+    registry=registry,
+)
+event_loop_stalls = Counter(
+    "statebus_event_loop_stalls",
+    "times the event loop did not run for longer than the readiness threshold",
+    registry=registry,
+)
+commit_to_socket = Histogram(
+    "statebus_commit_to_socket_seconds",
+    "from a version's committed_at to its frame being handed to sockets",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=registry,
+)
+undecodable_notifications = Counter(
+    "statebus_notifications_undecodable",
+    "notifications on channel statebus this process could not decode",
+    registry=registry,
+)
+listen_connected = Gauge(
+    "statebus_listen_connected", "1 while the LISTEN connection is live", registry=registry
+)
+readers_connected = Gauge(
+    "statebus_envelope_readers_connected",
+    "envelope readers holding a database connection",
     registry=registry,
 )

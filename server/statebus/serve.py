@@ -18,6 +18,7 @@ from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
 from statebus.database import database_url
+from statebus.draining import DrainingServer
 from statebus.migrations import migrate
 from statebus.wsserver import LeanWebSocketProtocol
 
@@ -87,8 +88,8 @@ async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
         await conn.close()
 
 
-class Server(uvicorn.Server):
-    """uvicorn's server, saying once where it listens (its own line is INFO, hidden by
+class Server(DrainingServer):
+    """uvicorn's server (with a drain), saying once where it listens (its own line is INFO, hidden by
     default) and only after the socket is bound, so the line is never a promise."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -139,7 +140,8 @@ def serve(
         if demo:
             print_demo_banner(settings, host, port, plan)
         with address.recorded(settings.home, host, port):
-            Server(uvicorn_config(settings, dsn, host, port, log_level=log_level)).run()
+            config = uvicorn_config(settings, dsn, host, port, log_level=log_level)
+            Server(config, drain_seconds=settings.drain_seconds).run()
     return 0
 
 
