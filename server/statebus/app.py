@@ -7,13 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import config, public, routes
+from statebus import config, public, routes, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.delivery import DeliveryHealth
@@ -21,6 +20,7 @@ from statebus.http import HTTPError, http_error_handler, starlette_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
 from statebus.maintenance import prune_forever
+from statebus.monitor import Monitor
 from statebus.runtime import Runtime
 from statebus.ws import PATH as SOCKET_PATH
 from statebus.ws import websocket_endpoint
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
                 settings.home / "jwt_secret",
             )
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        pool = await sessions.create_pool(dsn, min_size=1, max_size=10)
         hub = Hub()
         verifier = TokenVerifier(
             AuthSettings(
@@ -86,6 +86,10 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
             asyncio.create_task(listener.health.watchdog(), name="statebus-delivery-watchdog"),
+            asyncio.create_task(
+                Monitor(pool, listener.health, alert=settings.notify_queue_alert).run(),
+                name="statebus-monitor",
+            ),
         ]
         try:
             yield

@@ -59,6 +59,8 @@ class Settings:
     ready_threshold: float = 5.0
     # Seconds between SIGTERM and closing the port, answering /readyz 503 (draining.py).
     drain_seconds: float = 2.0
+    # Fraction of the NOTIFY queue past which the process warns and is not ready.
+    notify_queue_alert: float = 0.5
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -118,6 +120,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         generated_secret=generated,
         ready_threshold=_seconds(env, "STATEBUS_READY_THRESHOLD", 5.0),
         drain_seconds=_seconds(env, "STATEBUS_DRAIN_SECONDS", 2.0, zero=True),
+        notify_queue_alert=_fraction(env, "STATEBUS_NOTIFY_QUEUE_ALERT", 0.5),
     )
 
 
@@ -159,6 +162,16 @@ def _seconds(env: dict[str, str], name: str, default: float, *, zero: bool = Fal
     if not (0 <= value if zero else 0 < value) or not value < 3600:
         least = "at least 0" if zero else "more than 0"
         raise ConfigError(f"{name} must be {least} and less than 3600 seconds")
+    return value
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a fraction, e.g. 0.5 for half") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be more than 0 and at most 1 (0.5 is half)")
     return value
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from statebus import backoff, metrics
+from statebus import backoff, metrics, sessions
 from statebus.delivery import DeliveryHealth
 from statebus.hub import Hub
 from statebus.messages import Envelope, notification_decoder
@@ -180,7 +180,7 @@ class Listener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
+                conn = await sessions.connect(self._dsn, timeout=5)
                 metrics.readers_connected.inc()
                 failures = 0
                 await self._read_with(conn, reader)

@@ -77,3 +77,27 @@ readers_connected = Gauge(
     "envelope readers holding a database connection",
     registry=registry,
 )
+
+# -- polled from the database and the pool (monitor.py) -----------------------------------
+
+notify_queue_usage = Gauge(
+    "statebus_notify_queue_usage",
+    "fraction of PostgreSQL's NOTIFY queue in use (pg_notification_queue_usage()); "
+    "at 1 every tracked commit fails",
+    registry=registry,
+)
+stripe_inbox = Gauge(
+    "statebus_stripe_inbox_events",
+    "stored Stripe events not done yet, by status",
+    ["status"],
+    registry=registry,
+)
+pool_connections = Gauge(
+    "statebus_pool_connections",
+    "connections of the process's pool, by state (in_use, idle)",
+    ["state"],
+    registry=registry,
+)
+pool_waiting = Gauge(
+    "statebus_pool_waiting", "requests waiting for a pool connection", registry=registry
+)

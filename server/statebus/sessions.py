@@ -1,0 +1,50 @@
+"""statebus's own database sessions never stay idle in a transaction.
+
+A session idle in a transaction holds back what PostgreSQL may clean up and, if it
+LISTENs, pins the NOTIFY queue: once the queue is full every tracked commit fails.
+statebus's LISTEN connections and envelope readers never open a transaction, and its
+pool's transactions are bounded by the Stripe calls some of them wait on; each session
+still carries `idle_in_transaction_session_timeout`, so a bug cannot make one pin
+anything for long. Set with `SET` after connecting (not as a startup parameter, which
+PgBouncer refuses unless told to ignore it), and again after the pool's `RESET ALL`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from statebus import sqlfiles
+
+
+class PoolConnection(asyncpg.Connection):
+    """A pool's connection: its reset (run on every release) sets the timeout again
+    in the same round trip, since the reset's `RESET ALL` undoes it."""
+
+    def get_reset_query(self) -> str:
+        default: str = super().get_reset_query()
+        return default + "\n" + sqlfiles.queries()["pool_session_guard"]
+
+
+async def _guard_pool_session(conn: asyncpg.Connection) -> None:
+    await conn.execute(sqlfiles.queries()["pool_session_guard"])
+
+
+async def connect(dsn: str, *, timeout: float = 5) -> asyncpg.Connection:
+    """A dedicated connection (LISTEN, envelope reads): never in a transaction for long."""
+    conn = await asyncpg.connect(dsn, timeout=timeout)
+    try:
+        await conn.execute(sqlfiles.queries()["session_guard"], timeout=timeout)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
+    """The app's pool, each session with its idle-in-transaction timeout."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, connection_class=PoolConnection, init=_guard_pool_session, **options
+    )
+    return pool
