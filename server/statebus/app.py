@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import config, public, routes, sessions
+from statebus import buildinfo, config, metrics, public, routes, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.delivery import DeliveryHealth
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
                 settings.home / "jwt_secret",
             )
+        metrics.build_info.labels(buildinfo.version(), buildinfo.commit()).set(1)
         pool = await sessions.create_pool(dsn, min_size=1, max_size=10)
         hub = Hub()
         verifier = TokenVerifier(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -32,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="warning",
         help="warning (default) is quiet; debug adds the embedded PostgreSQL's output",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="json: one JSON object per line (default: STATEBUS_LOG_FORMAT, else text)",
     )
 
     migrate_cmd = commands.add_parser("migrate", help="apply migrations")
@@ -84,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from statebus.serve import serve
 
         try:
+            if args.log_format is not None:
+                settings = dataclasses.replace(settings, log_format=args.log_format)
             return serve(
                 settings, host=args.host, port=args.port, demo=args.demo, log_level=args.log_level
             )

@@ -61,6 +61,8 @@ class Settings:
     drain_seconds: float = 2.0
     # Fraction of the NOTIFY queue past which the process warns and is not ready.
     notify_queue_alert: float = 0.5
+    # Log lines as plain text or one JSON object each (logformat.py).
+    log_format: str = "text"
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -121,6 +123,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         ready_threshold=_seconds(env, "STATEBUS_READY_THRESHOLD", 5.0),
         drain_seconds=_seconds(env, "STATEBUS_DRAIN_SECONDS", 2.0, zero=True),
         notify_queue_alert=_fraction(env, "STATEBUS_NOTIFY_QUEUE_ALERT", 0.5),
+        log_format=_log_format(env.get("STATEBUS_LOG_FORMAT")),
     )
 
 
@@ -172,6 +175,14 @@ def _fraction(env: dict[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a fraction, e.g. 0.5 for half") from None
     if not 0 < value <= 1:
         raise ConfigError(f"{name} must be more than 0 and at most 1 (0.5 is half)")
+    return value
+
+
+def _log_format(value: str | None) -> str:
+    if not value:
+        return "text"
+    if value not in ("text", "json"):
+        raise ConfigError(f"STATEBUS_LOG_FORMAT must be 'text' or 'json', not {value!r}")
     return value
 
 

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 registry = CollectorRegistry()
+# process_resident_memory_bytes, process_open_fds, process_max_fds,
+# process_cpu_seconds_total (Linux), and python_info.
+ProcessCollector(registry=registry)
+PlatformCollector(registry=registry)
+build_info = Gauge(
+    "statebus_build_info",
+    "always 1; the labels say which build runs (commit: unknown when not known)",
+    ["version", "commit"],
+    registry=registry,
+)
 
 notifications = Counter(
     "statebus_notifications", "NOTIFY messages received on channel statebus", registry=registry

