@@ -30,3 +30,7 @@ SELECT pid, usename, application_name, client_addr, now() - state_change AS idle
 FROM pg_catalog.pg_stat_activity
 WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
 ORDER BY state_change;
+
+-- name: backend_pid
+-- Which server process runs this session (statebus.pooler compares two sessions').
+SELECT pg_backend_pid();

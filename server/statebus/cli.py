@@ -18,6 +18,7 @@ from statebus.auth import issue_token
 from statebus.database import database_url
 from statebus.embedded import bin_dir
 from statebus.migrations import MigrationError, migrate
+from statebus.pooler import PoolerError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
             return 130
+        except PoolerError as exc:
+            print(f"statebus serve: {exc}", file=sys.stderr)
+            return 2
     if args.command == "reconcile":
         from statebus.stripe.reconcile import run_reconcile
 

@@ -180,7 +180,7 @@ class Listener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await sessions.connect(self._dsn, timeout=5)
+                conn = await sessions.connect(self._dsn, name="statebus envelope reader", timeout=5)
                 metrics.readers_connected.inc()
                 failures = 0
                 await self._read_with(conn, reader)

@@ -21,6 +21,7 @@ from statebus.database import database_url
 from statebus.draining import DrainingServer
 from statebus.logformat import JsonFormatter, line
 from statebus.migrations import migrate
+from statebus.pooler import refuse_transaction_pooling
 from statebus.wsserver import LeanWebSocketProtocol
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
@@ -80,7 +81,9 @@ def uvicorn_config(
 
 
 async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
-    """Migrates; with `demo`, seeds and returns the demo user's current plan."""
+    """Migrates; with `demo`, seeds and returns the demo user's current plan. Refuses a
+    transaction-mode pooler first (pooler.py)."""
+    await refuse_transaction_pooling(dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, demo=demo)

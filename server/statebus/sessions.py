@@ -31,9 +31,10 @@ async def _guard_pool_session(conn: asyncpg.Connection) -> None:
     await conn.execute(sqlfiles.queries()["pool_session_guard"])
 
 
-async def connect(dsn: str, *, timeout: float = 5) -> asyncpg.Connection:
-    """A dedicated connection (LISTEN, envelope reads): never in a transaction for long."""
-    conn = await asyncpg.connect(dsn, timeout=timeout)
+async def connect(dsn: str, *, name: str, timeout: float = 5) -> asyncpg.Connection:
+    """A dedicated connection (LISTEN, envelope reads): never in a transaction for long.
+    `name` is its application_name, so pg_stat_activity says which statebus part it is."""
+    conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": name})
     try:
         await conn.execute(sqlfiles.queries()["session_guard"], timeout=timeout)
     except BaseException:
@@ -45,6 +46,10 @@ async def connect(dsn: str, *, timeout: float = 5) -> asyncpg.Connection:
 async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
     """The app's pool, each session with its idle-in-transaction timeout."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, connection_class=PoolConnection, init=_guard_pool_session, **options
+        dsn,
+        connection_class=PoolConnection,
+        init=_guard_pool_session,
+        server_settings={"application_name": "statebus pool"},
+        **options,
     )
     return pool

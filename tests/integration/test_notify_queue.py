@@ -172,7 +172,7 @@ async def test_roles_example_bounds_idle_transactions_of_both_roles(
 async def test_statebus_own_sessions_carry_a_timeout(dsn: str) -> None:
     """The connections the server makes (statebus.sessions): dedicated ones (LISTEN,
     envelope readers) and the pool's, whose every release runs RESET ALL."""
-    dedicated = await sessions.connect(dsn)
+    dedicated = await sessions.connect(dsn, name="statebus test")
     try:
         assert await dedicated.fetchval(SHOW) == "10s"
     finally:
