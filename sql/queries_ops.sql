@@ -34,3 +34,7 @@ ORDER BY state_change;
 -- name: backend_pid
 -- Which server process runs this session (statebus.pooler compares two sessions').
 SELECT pg_backend_pid();
+
+-- name: check_incarnation
+-- Restore detection (sql/triggers/70_incarnation.sql): (restored, users moved, reason).
+SELECT restored, users, reason FROM statebus.check_incarnation();

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import buildinfo, config, metrics, public, routes, sessions
+from statebus import buildinfo, config, metrics, public, restore, routes, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.delivery import DeliveryHealth
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
             )
         metrics.build_info.labels(buildinfo.version(), buildinfo.commit()).set(1)
         pool = await sessions.create_pool(dsn, min_size=1, max_size=10)
+        await restore.check(pool)  # before serving anything: versions past any a client holds
         hub = Hub()
         verifier = TokenVerifier(
             AuthSettings(

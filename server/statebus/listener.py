@@ -28,7 +28,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from statebus import backoff, metrics, sessions
+from statebus import backoff, metrics, restore, sessions
 from statebus.delivery import DeliveryHealth
 from statebus.hub import Hub
 from statebus.messages import Envelope, notification_decoder
@@ -102,9 +102,11 @@ class Listener:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
 
-    async def _resync(self, _conn: asyncpg.Connection) -> None:
-        # LISTEN is active: anything committed from here on is notified. Re-read the
-        # rest, the current version of every user somebody is watching.
+    async def _resync(self, conn: asyncpg.Connection) -> None:
+        # LISTEN is active: anything committed from here on is notified. A recovery
+        # restarts PostgreSQL under us: move versions first if it was one. Then re-read
+        # the rest, the current version of every user somebody is watching.
+        await restore.check(conn)
         self.resync()
 
     def resync(self) -> None:
