@@ -38,3 +38,7 @@ SELECT pg_backend_pid();
 -- name: check_incarnation
 -- Restore detection (sql/triggers/70_incarnation.sql): (restored, users moved, reason).
 SELECT restored, users, reason FROM statebus.check_incarnation();
+
+-- name: repair_migration
+-- A migration applied from an earlier edit of its file, repaired (sql/repairs/).
+UPDATE statebus.schema_migrations SET checksum = $2 WHERE version = $1;

@@ -123,6 +123,8 @@ def run_migrate(settings: config.Settings, *, demo: bool) -> int:
             report = await migrate(conn, demo=demo)
         finally:
             await conn.close()
+        for name in report.repaired:
+            print(f"repaired {name} (applied by an earlier release from an earlier edit)")
         for name in report.applied:
             print(f"applied {name}")
         print("triggers and functions " + ("updated" if report.routines_applied else "up to date"))
