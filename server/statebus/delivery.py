@@ -127,6 +127,7 @@ class DeliveryHealth:
 
     async def watchdog(self) -> None:
         """Forever: notice a frozen loop, finish a stall's catch-up, log readiness flips."""
+        self._last_tick = time.monotonic()  # start-up may have taken a while: not a stall
         while True:
             await asyncio.sleep(self.tick)
             if self._stall is not None:

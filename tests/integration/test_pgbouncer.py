@@ -94,7 +94,7 @@ async def test_a_starved_pool_reports_not_ready_then_delivers(
     queued: list[asyncio.Task[object]] = []
     async with (
         pgbouncer(dsn, pool_size=8) as bouncer,
-        serve_process(bouncer.session, env={"STATEBUS_READY_THRESHOLD": "1"}) as serve,
+        serve_process(bouncer.session, env={"STATEBUS_READY_THRESHOLD": "2"}) as serve,
         await Session.open(serve.ws, serve.token("alice")) as session,
         httpx.AsyncClient(timeout=10) as http,
     ):
@@ -124,8 +124,8 @@ async def test_a_starved_pool_reports_not_ready_then_delivers(
                 status, body = await serve.readyz(http)
                 return status == 503 and "notifications waiting" in body
 
-            # Within the threshold (1 s) of the first waiting notification, plus a poll.
-            await wait_for(not_ready, timeout=3, what="/readyz 503: notifications waiting")
+            # Within the threshold (2 s) of the first waiting notification, plus a poll.
+            await wait_for(not_ready, timeout=5, what="/readyz 503: notifications waiting")
             with pytest.raises(TimeoutError):  # the socket is indeed stale meanwhile
                 await session.recv(timeout=0.5)
         finally:
