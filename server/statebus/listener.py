@@ -46,6 +46,9 @@ READERS = 2
 # an operator to see it, short enough that one stray NOTIFY (any role may send one) does
 # not take a fleet out for good. Each one re-reads the watched users, so nothing is lost.
 UNDECODABLE_HOLD = 60.0
+# A burst of undecodable notifications costs one re-read per this many seconds, not one
+# each: a re-read queued after a notification arrived covers it.
+UNDECODABLE_RESYNC_DELAY = 0.2
 
 
 class Listener:
@@ -66,6 +69,7 @@ class Listener:
         self._reading: dict[int, float] = {}  # reader -> when its batch's oldest became due
         self._wake = asyncio.Event()
         self._undecodable = 0
+        self._resync_timer: asyncio.TimerHandle | None = None
         self.health = DeliveryHealth() if health is None else health
         self.health.add_check(self._listen_problem)
         self.health.watch_pending(self.oldest_due)
@@ -160,6 +164,13 @@ class Listener:
             " (a newer release's format?)",
             hold=UNDECODABLE_HOLD,
         )
+        if self._resync_timer is None:
+            self._resync_timer = asyncio.get_running_loop().call_later(
+                UNDECODABLE_RESYNC_DELAY, self._delayed_resync
+            )
+
+    def _delayed_resync(self) -> None:
+        self._resync_timer = None
         self.resync()
 
     def _queue(self, user_ids: Iterable[str], at: float | None = None) -> None:

@@ -124,11 +124,18 @@ async def test_an_undecodable_notification_is_counted_logged_and_not_ready(
         response = await http.get("/readyz")
         assert response.status_code == 503
         assert "3 undecodable notifications" in response.json()["message"]
-        # Delivery goes on meanwhile: each undecodable one re-read the watched users.
-        await conn.execute("UPDATE user_subscriptions SET plan = 'free' WHERE user_id = 'alice'")
+        # Never dropped: what an undecodable notification may have named is re-read. A
+        # version made without a notification of ours reaches the socket through it.
+        await conn.execute(
+            "UPDATE statebus.versions SET version = version + 1 WHERE user_id = 'alice'"
+        )
+        await conn.execute("SELECT pg_notify('statebus', 'a format of a newer release')")
         assert (await session.recv()).version == first + 1
+        # And delivery goes on as usual.
+        await conn.execute("UPDATE user_subscriptions SET plan = 'free' WHERE user_id = 'alice'")
+        assert (await session.recv()).version == first + 2
     logged = [r for r in caplog.records if "undecodable notification" in r.getMessage()]
-    assert len(logged) == 1
+    assert len(logged) == 1  # four undecodable notifications, one line
 
 
 async def test_frozen_process_is_not_ready_then_catches_up(
