@@ -18,6 +18,11 @@ LOCK TABLE statebus.schema_migrations IN SHARE ROW EXCLUSIVE MODE;
 -- lock_timeout for the rest of this transaction ($1 milliseconds).
 SELECT set_config('lock_timeout', $1::int::text, true);
 
+-- name: set_session_lock_timeout
+-- lock_timeout for the rest of this session ($1 milliseconds). SET after connecting, not a
+-- startup parameter: PgBouncer refuses startup parameters it does not know.
+SELECT set_config('lock_timeout', $1::int::text, false);
+
 -- name: lock_holders
 -- Sessions holding locks on statebus's or the subscription tables: named in the error
 -- when a wait for one of them timed out (who to ask, or which pid to end).

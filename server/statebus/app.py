@@ -7,19 +7,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import config, public, routes
+from statebus import buildinfo, config, metrics, public, restore, routes, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
+from statebus.delivery import DeliveryHealth
 from statebus.http import HTTPError, http_error_handler, starlette_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
 from statebus.maintenance import prune_forever
+from statebus.monitor import Monitor
 from statebus.runtime import Runtime
 from statebus.ws import PATH as SOCKET_PATH
 from statebus.ws import websocket_endpoint
@@ -64,9 +65,11 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
                 settings.home / "jwt_secret",
             )
-        # Every lock a pooled session waits on is bounded (docs/security.md).
-        lock_timeout = {"lock_timeout": config.lock_timeout_ms(settings)}
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, server_settings=lock_timeout)
+        metrics.build_info.labels(buildinfo.version(), buildinfo.commit()).set(1)
+        pool = await sessions.create_pool(
+            dsn, min_size=1, max_size=10, lock_timeout_ms=config.lock_timeout_ms(settings)
+        )
+        await restore.check(pool)  # before serving anything: versions past any a client holds
         hub = Hub()
         verifier = TokenVerifier(
             AuthSettings(
@@ -77,7 +80,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 admin_claim=settings.admin_claim,
             )
         )
-        listener = Listener(dsn, hub)
+        listener = Listener(dsn, hub, health=DeliveryHealth(settings.ready_threshold))
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service
@@ -86,12 +89,16 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         background = [
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
+            asyncio.create_task(listener.health.watchdog(), name="statebus-delivery-watchdog"),
+            asyncio.create_task(
+                Monitor(pool, listener.health, alert=settings.notify_queue_alert).run(),
+                name="statebus-monitor",
+            ),
         ]
         try:
             yield
         finally:
-            rt.shutting_down = True
-            hub.close_all(1012)  # sockets close with 1012: clients reconnect with since
+            rt.begin_drain()  # sockets close with 1012: clients reconnect with since
             await stripe_service.stop(rt)
             for task in background:
                 task.cancel()

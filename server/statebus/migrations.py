@@ -24,6 +24,7 @@ class MigrationError(Exception):
 @dataclass
 class MigrationReport:
     applied: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
     routines_applied: bool = False
     demo_seeded: bool = False
 
@@ -83,6 +84,25 @@ def _held_by(lock_timeout: float, holders: list[asyncpg.Record]) -> str:
     )
 
 
+async def _repair(conn: asyncpg.Connection, migration: sqlfiles.Migration, applied: str) -> None:
+    """A migration file edited after a database applied it: known earlier edits have a
+    repair (sql/repairs/) that makes the database what today's file makes; the rest are
+    refused with what to do (docs/upgrading.md). Runs inside migrate's transaction."""
+    name = f"{migration.version:04d}_{migration.name}"
+    repair = sqlfiles.repair(migration, applied)
+    if repair is None:
+        raise MigrationError(
+            f"migration {name} was changed after it was applied (this database recorded "
+            f"checksum {applied[:8]}, this release has {migration.checksum[:8]}) and no "
+            "repair is known for that version: upgrade through the release that created "
+            "this database, or restore a backup; see docs/upgrading.md"
+        )
+    await conn.execute(repair)
+    await conn.execute(
+        sqlfiles.queries()["repair_migration"], migration.version, migration.checksum
+    )
+
+
 async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
     queries = sqlfiles.queries()
     report = MigrationReport()
@@ -92,10 +112,8 @@ async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
     for migration in sqlfiles.migrations():
         if migration.version in applied:
             if applied[migration.version] != migration.checksum:
-                raise MigrationError(
-                    f"migration {migration.version:04d}_{migration.name} was changed after it "
-                    "was applied; add a new migration instead"
-                )
+                await _repair(conn, migration, applied[migration.version])
+                report.repaired.append(f"{migration.version:04d}_{migration.name}")
             continue
         await conn.execute(migration.sql)
         await conn.execute(

@@ -52,6 +52,16 @@ def migrations() -> list[Migration]:
     return found
 
 
+def repair(migration: Migration, applied_checksum: str) -> str | None:
+    """SQL that brings a database whose `migration` was applied from an earlier edit of
+    the file (known by its checksum) to what the current file makes; None if unknown.
+    sql/repairs/NNNN_name.<first 8 hex digits of the old checksum>.sql."""
+    path = (
+        SQL_DIR / "repairs" / f"{migration.version:04d}_{migration.name}.{applied_checksum[:8]}.sql"
+    )
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def routines() -> list[tuple[str, str]]:
     """The files of sql/triggers/ as (name, sql), in name order."""
     return [

@@ -76,8 +76,11 @@ async def _reconcile(
 ) -> int:
     gateway = StripeGateway(settings)
     # A lock held by a running server's change fails this run fast instead of hanging it.
-    conn = await asyncpg.connect(dsn, server_settings={"lock_timeout": lock_timeout_ms(settings)})
+    conn = await asyncpg.connect(dsn)
     try:
+        await conn.execute(
+            sqlfiles.queries()["set_session_lock_timeout"], lock_timeout_ms(settings)
+        )
         subs = await _stripe_subscriptions(conn, gateway, user_id)
         by_user: dict[str, list[store.Resolved]] = {}
         for facts in subs:
