@@ -93,9 +93,12 @@ async def test_prometheus_scrapes_statebus_and_evaluates_the_rules(
 
             async def query(expr: str) -> list[dict[str, object]]:
                 try:
-                    answer = (await api.get("/api/v1/query", params={"query": expr})).json()
+                    response = await api.get("/api/v1/query", params={"query": expr})
                 except httpx.TransportError:
                     return []
+                if response.status_code != 200:  # still starting: "Service Unavailable"
+                    return []
+                answer = response.json()
                 result: list[dict[str, object]] = answer["data"]["result"]
                 return result
 
@@ -120,7 +123,10 @@ async def test_prometheus_scrapes_statebus_and_evaluates_the_rules(
             assert (await query("statebus_ready"))[0]["value"][1] == "1"  # type: ignore[index]
 
             async def rules_healthy() -> bool:
-                groups = (await api.get("/api/v1/rules")).json()["data"]["groups"]
+                response = await api.get("/api/v1/rules")
+                if response.status_code != 200:
+                    return False
+                groups = response.json()["data"]["groups"]
                 rules = [rule for group in groups for rule in group["rules"]]
                 return len(rules) == len(alert_names()) and all(
                     rule["health"] == "ok" for rule in rules
