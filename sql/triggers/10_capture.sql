@@ -162,8 +162,14 @@ END $$;
 -- the writer's role at commit (or at SET CONSTRAINTS ... IMMEDIATE), hence SECURITY
 -- DEFINER. It empties the set before bumping, so a later statement of the same
 -- transaction starts a new one (the bump itself never counts a transaction twice).
+--
+-- Generic plans for everything it runs (bump() included): the statements take the user
+-- array as a parameter, and PostgreSQL's plan cache, seeing a custom plan for a 2-user
+-- array estimated cheaper than the generic one, planned them again on every commit
+-- (measured: 830 against 180 us per bump of two users).
 CREATE OR REPLACE FUNCTION statebus.flush() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     dirty text := current_setting('statebus.dirty', true);
     users text[];
