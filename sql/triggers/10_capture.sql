@@ -51,6 +51,7 @@ DECLARE
     bumped_version bigint;
     bumped_users text[];
     bumped_versions bigint[];
+    payload json;
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -113,9 +114,16 @@ BEGIN
             SELECT b.user_id, b.version, b.committed_at, src, actor FROM bumped b
             WHERE keep_rows
         )
-        SELECT array_agg(b.user_id), array_agg(b.version)
-        INTO bumped_users, bumped_versions FROM bumped b;
-        PERFORM statebus.announce(bumped_users, bumped_versions);
+        SELECT array_agg(b.user_id), array_agg(b.version),
+               -- A few users (a transaction's commit): their one notification is
+               -- built here, without announce()'s chunking query.
+               json_agg(json_build_array(b.user_id, b.version)) FILTER (WHERE n <= 16)
+        INTO bumped_users, bumped_versions, payload FROM bumped b;
+        IF payload IS NOT NULL AND octet_length(payload::text) < 7900 THEN
+            PERFORM pg_notify('statebus', payload::text);
+        ELSE
+            PERFORM statebus.announce(bumped_users, bumped_versions);
+        END IF;
         -- Only when some users were not bumped (first writes, or users this
         -- transaction already bumped) is the array probed again, user by user.
         IF coalesce(cardinality(bumped_users), 0) < n THEN
@@ -180,8 +188,11 @@ BEGIN
     END IF;
     PERFORM set_config('statebus.dirty', '', true);
     users := dirty::text[];
-    IF cardinality(users) > 1 THEN
+    -- Each statement added its users: drop repeats (two users without a query).
+    IF cardinality(users) > 2 THEN
         users := ARRAY(SELECT DISTINCT u FROM unnest(users) AS u);
+    ELSIF cardinality(users) = 2 AND users[1] = users[2] THEN
+        users := users[1:1];
     END IF;
     PERFORM statebus.bump(users);
     RETURN NULL;
