@@ -109,7 +109,7 @@ def write(
         f"    {run['command']}\n",
         f"Full run: `python -m bench` (3 repetitions, about 20 minutes on this machine). "
         f"Flags: `--repeat N`; `--only NAME` (pgbench, latency, admin, rss, broadcast, "
-        f"capacity; repeatable); `--quick` (the CI smoke test: small sizes, one repetition, "
+        f"capacity, contention, hold; repeatable); `--quick` (the CI smoke test: small sizes, one repetition, "
         f"numbers not meaningful, under 2 minutes); `--profile` (py-spy samples the server "
         f"during each measured phase); `--keep` (keep the run directory: logs, data, "
         f"profiles; kept anyway when a run fails); `--time-limit SECONDS`; `--json PATH`, "
@@ -183,6 +183,18 @@ def method(s: Sizes) -> str:
   `STATEBUS_MAX_SOCKETS_PER_USER` raised to match); one UPDATE of that user; sockets /
   seconds from the statement's start until the last socket has the frame; median of
   {s.broadcast_versions} versions.
+- Two-user two-table transactions: `pgbench -n -c {s.contention_clients} -j 2 -T
+  {s.contention_seconds} --failures-detailed`, each transaction `BEGIN; UPDATE user_usage
+  ... WHERE user_id = 'u' || a; UPDATE user_system_data ... WHERE user_id = 'u' || b; END`
+  with a and b two different users of u1..u{s.contention_users}. Deadlocks are pgbench's
+  deadlock failures (not retried). "Every trigger disabled" runs the same script in the
+  same database first, with `ALTER TABLE ... DISABLE TRIGGER USER` on both tables: what
+  the application sees without statebus or the relay.
+- Long admin transaction: one connection runs `BEGIN; UPDATE user_subscriptions ...`
+  over users u1..u{s.hold_users:,}, stays open {s.hold_seconds:g} s, then `COMMIT`;
+  meanwhile {s.hold_app_connections} connections write single-row autocommit `user_usage`
+  UPDATEs of random users among them. Longest write = the slowest of those round trips,
+  from the admin's UPDATE until 0.2 s after its COMMIT returned.
 - Sustained commits/s: the offered load steps through
   {", ".join(f"{r:g}" for r in s.capacity_rates)} commits/s ({s.capacity_seconds:g} s
   each, same set-up as commit-to-socket); the highest step whose p99 stays under

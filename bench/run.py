@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import profiling
+from bench.contention import contention_session
 from bench.context import Context
 from bench.database import prepare, tidy
 from bench.fanout import broadcast_session, fanout_session
@@ -32,6 +33,7 @@ SESSIONS: tuple[tuple[frozenset[str], Session], ...] = (
     (frozenset({"pgbench", "latency", "capacity"}), writes_session),
     (frozenset({"rss", "admin"}), fanout_session),
     (frozenset({"broadcast"}), broadcast_session),
+    (frozenset({"contention", "hold"}), contention_session),
 )
 
 

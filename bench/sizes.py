@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FIGURES = ("pgbench", "latency", "admin", "rss", "broadcast", "capacity")
+FIGURES = ("pgbench", "latency", "admin", "rss", "broadcast", "capacity", "contention", "hold")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,15 @@ class Sizes:
     broadcast_workers: int
     current_timeout: float  # seconds for every socket to get a frame
     repeat: int
+    # Two-user two-table transactions: users drawn from u1..uN, pgbench connections.
+    contention_users: int = 50
+    contention_clients: int = 8
+    contention_seconds: int = 12
+    # The long admin transaction: its users, how long it stays open after its UPDATE,
+    # and the app's connections writing those users meanwhile.
+    hold_users: int = 10_000
+    hold_seconds: float = 3.0
+    hold_app_connections: int = 2
 
 
 FULL = Sizes(
@@ -75,4 +84,7 @@ QUICK = Sizes(
     broadcast_workers=2,
     current_timeout=30,
     repeat=1,
+    contention_seconds=1,
+    hold_users=1_000,
+    hold_seconds=0.5,
 )

@@ -35,17 +35,21 @@ async def wait_for(
 async def commit_while_second_waits(
     dsn: str, observer: asyncpg.Connection, first: str, second: str, *, what: str
 ) -> None:
-    """Two writers in their own transactions: `first` runs, `second` starts and blocks on
-    a lock `first` holds (seen in pg_stat_activity through `observer`), then `first`
-    commits and `second` goes on and commits after it."""
+    """Two writers in their own transactions. Capture takes a user's version row only at
+    commit, so `first` is made to take it at once (SET CONSTRAINTS ALL IMMEDIATE runs the
+    commit step after each statement) and holds it; `second` runs without waiting, and its
+    COMMIT blocks on that row (seen in pg_stat_activity through `observer`) until `first`
+    commits; then `second` commits after it."""
     a = await asyncpg.connect(dsn)
     b = await asyncpg.connect(dsn)
     try:
         ta, tb = a.transaction(), b.transaction()
         await ta.start()
         await tb.start()
+        await a.execute("SET CONSTRAINTS ALL IMMEDIATE")
         await a.execute(first)
-        waiting = asyncio.create_task(b.execute(second))
+        await b.execute(second)
+        waiting = asyncio.create_task(tb.commit())
         b_pid = b.get_server_pid()
         await wait_for(
             lambda: observer.fetchval(
@@ -55,7 +59,6 @@ async def commit_while_second_waits(
         )
         await ta.commit()
         await waiting
-        await tb.commit()
     finally:
         await a.close()
         await b.close()

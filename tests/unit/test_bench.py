@@ -49,3 +49,16 @@ def test_a_missing_or_insane_figure_is_a_problem() -> None:
     assert any("p50 above p99" in p for p in found)
     assert any("bad values" in p for p in found)
     assert any("0 runs" in p for p in problems(Results(), QUICK, frozenset({"rss"}), 1))
+
+
+def test_no_deadlock_is_a_figure_not_a_problem() -> None:
+    results = Results()
+    for system in ("statebus", "naive"):
+        for key in ("contention_tx_s", "contention_bare_tx_s"):
+            results.add(system, key, 100.0)
+        results.add(system, "contention_deadlocks", 0.0)
+    assert problems(results, QUICK, frozenset({"contention"}), repeat=1) == []
+    results.runs["statebus"]["contention_tx_s"] = [0.0]
+    assert problems(results, QUICK, frozenset({"contention"}), repeat=1) == [
+        "statebus contention_tx_s: bad values [0.0]"
+    ]
