@@ -51,6 +51,10 @@ class Settings:
     stripe_connect: bool = False
     # (claim, value): a token whose `claim` is `value` (or a list holding it) is an admin.
     admin_claim: tuple[str, str] = DEFAULT_ADMIN_CLAIM
+    # Seconds a client has to send a request's headers (connections.py), and that a
+    # kept-alive connection may stay idle between requests (uvicorn's timeout_keep_alive).
+    header_timeout: float = 10.0
+    idle_timeout: int = 5
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
@@ -111,6 +115,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
         admin_claim=_admin_claim(env.get("STATEBUS_ADMIN_CLAIM")),
         generated_secret=generated,
+        header_timeout=_count(env, "STATEBUS_HEADER_TIMEOUT", 10),
+        idle_timeout=_count(env, "STATEBUS_IDLE_TIMEOUT", 5),
     )
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
+import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import asyncpg
@@ -16,10 +19,10 @@ import uvicorn.config
 from statebus import address, sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
-from statebus.config import Settings
+from statebus.config import ConfigError, Settings
+from statebus.connections import fit_file_limit, protocols
 from statebus.database import database_url
 from statebus.migrations import migrate
-from statebus.wsserver import LeanWebSocketProtocol
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 
@@ -57,13 +60,18 @@ def log_config() -> dict[str, Any]:
 def uvicorn_config(
     settings: Settings, dsn: str, host: str, port: int, *, log_level: str = "warning"
 ) -> uvicorn.Config:
+    http, ws = protocols(settings.max_sockets, settings.header_timeout)
     return uvicorn.Config(
         create_app(settings, dsn),
         host=host,
         port=port,
-        # uvicorn's websockets-sansio protocol, rewritten to hold less per open socket
-        # (wsserver.py): same frames, pings, closes and ASGI events.
-        ws=LeanWebSocketProtocol,
+        # The socket protocol is uvicorn's websockets-sansio one, rewritten to hold less
+        # per open socket (wsserver.py): same frames, pings, closes and ASGI events.
+        # uvicorn's httptools protocol and statebus's socket protocol, sharing one count of
+        # open connections and bounded before they authenticate (connections.py).
+        http=http,
+        ws=ws,
+        timeout_keep_alive=settings.idle_timeout,
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 20 KiB (ws.py)
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
@@ -129,6 +137,16 @@ def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
     configure_logging(log_level)
+    # Before anything starts: a cap the open-file limit cannot hold fails here, not at
+    # accept() under load.
+    try:
+        cap = fit_file_limit(
+            settings.max_sockets, explicit=bool(os.environ.get("STATEBUS_MAX_SOCKETS"))
+        )
+    except ConfigError as exc:
+        print(f"statebus: {exc}", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(settings, max_sockets=cap)
     warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
