@@ -55,6 +55,8 @@ class Settings:
     # kept-alive connection may stay idle between requests (uvicorn's timeout_keep_alive).
     header_timeout: float = 10.0
     idle_timeout: int = 5
+    # Stripe webhook deliveries processed at once; past it, 503 with Retry-After.
+    webhook_concurrency: int = 8
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
@@ -117,6 +119,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         generated_secret=generated,
         header_timeout=_count(env, "STATEBUS_HEADER_TIMEOUT", 10),
         idle_timeout=_count(env, "STATEBUS_IDLE_TIMEOUT", 5),
+        webhook_concurrency=_count(env, "STATEBUS_WEBHOOK_CONCURRENCY", 8),
     )
 
 

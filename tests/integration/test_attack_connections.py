@@ -191,7 +191,9 @@ async def test_with_many_idle_connections_readyz_answers_and_a_socket_opens(
             # The deadline closes every idle one; the authenticated socket stays.
             for reader, _ in idle:
                 await closed_after(reader, time.monotonic(), 10)
-            await conn.execute("UPDATE user_subscriptions SET plan = 'viral_surge' WHERE user_id = 'alice'")
+            await conn.execute(
+                "UPDATE user_subscriptions SET plan = 'viral_surge' WHERE user_id = 'alice'"
+            )
             assert (await session.recv()).version == first.version + 1
         finally:
             await session.close()
