@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import secrets
 import time
 import tracemalloc
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,10 +19,12 @@ import asyncpg
 import httpx
 import pytest
 
-from statebus.testing.fake_stripe import make_event
+from statebus import sqlfiles
+from statebus.testing.fake_stripe import FakeStripe, make_event
 from statebus.testing.server import RunningServer, settings_for_tests
 from tests.helpers import wait_for
-from tests.stripe_support import SECRET, deliver, settled
+from tests.integration.test_privileges import APP, MONITOR, as_role, drop_roles
+from tests.stripe_support import SECRET, deliver, seed_subscriber, settled, subscription_event
 
 T = TypeVar("T")
 
@@ -132,3 +137,165 @@ async def test_deliveries_past_the_concurrency_cap_get_503_with_retry_after(
             writer.close()
         server.stop()
     assert await conn.fetchval("SELECT count(*) FROM statebus.stripe_events") == 1
+
+
+# --- F8: the inbox is pruned --------------------------------------------------------------
+
+
+async def age(conn: asyncpg.Connection, days: int, ids: list[str]) -> None:
+    """Moves events `days` into the past, as if received and processed then."""
+    await conn.execute(
+        "UPDATE statebus.stripe_events SET received_at = received_at - make_interval(days => $1),"
+        " applied_at = applied_at - make_interval(days => $1) WHERE id = ANY($2::text[])",
+        days,
+        ids,
+    )
+
+
+async def inbox(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch("SELECT id, status FROM statebus.stripe_events")
+    return {row["id"]: row["status"] for row in rows}
+
+
+async def test_processed_events_are_pruned_after_the_retention_and_no_others(
+    app: RunningServer, conn: asyncpg.Connection
+) -> None:
+    """Signed events with unique ids, as many as a secret holder likes: once processed and
+    older than `stripe_events_retention` (30 days), a server deletes them, at start and
+    hourly. Events still waiting, and failed ones, stay whatever their age."""
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as client:
+        for n in range(6):  # processed: "ping" is stored and ignored
+            answer = await deliver(client, make_event("ping", {"id": "x"}, event_id=f"evt_{n}"))
+            assert answer.status_code == 200
+    for n in range(6):
+        await settled(conn, f"evt_{n}", "ignored")
+    await conn.execute(
+        "INSERT INTO statebus.stripe_events (id, type, created, payload, status, attempts,"
+        " next_attempt_at) SELECT s || '_old', 'ping', now(), '{}', s, 12, 'infinity'"
+        " FROM unnest(ARRAY['failed', 'retrying', 'unmatched', 'pending']) AS s"
+    )
+    waiting = ["failed_old", "retrying_old", "unmatched_old", "pending_old"]
+    await age(conn, 31, ["evt_0", "evt_1", "evt_2", "evt_3", *waiting])
+    await age(conn, 29, ["evt_4"])  # processed, but within the 30 days
+
+    app.restart()  # every server prunes at start (and every hour)
+
+    async def pruned() -> bool:
+        return set(await inbox(conn)) == {"evt_4", "evt_5", *waiting}
+
+    await wait_for(pruned, what="evt_0..3 pruned")
+    # A shorter retention applies at the next round; waiting and failed still stay.
+    await conn.execute(
+        "UPDATE statebus.settings SET value = '1 day' WHERE name = 'stripe_events_retention'"
+    )
+    pool = await asyncpg.create_pool(app.dsn, min_size=1, max_size=1)
+    try:
+        from statebus.maintenance import prune_stripe_events
+
+        assert await prune_stripe_events(pool, batch=1) == 1  # evt_4, in batches of one
+    finally:
+        await pool.close()
+    assert set(await inbox(conn)) == {"evt_5", *waiting}
+
+
+async def test_the_retention_setting_is_checked(conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="stripe_events_retention"):
+        await conn.execute(
+            "UPDATE statebus.settings SET value = 'soon' WHERE name = 'stripe_events_retention'"
+        )
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="cannot be deleted"):
+        await conn.execute("DELETE FROM statebus.settings WHERE name = 'stripe_events_retention'")
+
+
+# --- F9: nothing Stripe-shaped reaches other roles ----------------------------------------
+
+
+@dataclass
+class Roles:
+    app: asyncpg.Connection
+    monitor: asyncpg.Connection
+
+
+@pytest.fixture
+async def roles(dsn: str, conn: asyncpg.Connection) -> AsyncIterator[Roles]:
+    """The roles of sql/roles_example.sql, as written, each on its own connection."""
+    await drop_roles(conn)
+    await conn.execute(sqlfiles.read("roles_example.sql"))
+    password = secrets.token_urlsafe(16)
+    for role in (APP, MONITOR):
+        await conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+    app_conn = await asyncpg.connect(as_role(dsn, APP, password))
+    monitor = await asyncpg.connect(as_role(dsn, MONITOR, password))
+    try:
+        yield Roles(app_conn, monitor)
+    finally:
+        await app_conn.close()
+        await monitor.close()
+        await drop_roles(conn)
+
+
+STRIPE_SHAPED = re.compile(r"(evt|cus|sub|si|in|cs)_[A-Za-z0-9]")
+
+
+async def test_a_listening_role_hears_no_stripe_ids(
+    app: RunningServer, conn: asyncpg.Connection, fake: FakeStripe, roles: Roles
+) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def on_notify(_conn: object, _pid: int, channel: str, payload: object) -> None:
+        heard.append((channel, str(payload)))
+
+    # LISTEN needs no privilege: every role may listen on every channel.
+    for channel in ("statebus_stripe_inbox", "statebus"):
+        await roles.monitor.add_listener(channel, on_notify)
+    await seed_subscriber(conn, fake, "u_f9")
+    fake.set_subscription("sub_demo", cancel_at_period_end=True)
+    body = subscription_event(fake, "customer.subscription.updated", "sub_demo", event_id="evt_f9")
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as client:
+        assert (await deliver(client, body)).status_code == 200
+    await settled(conn, "evt_f9", "applied")
+    await wait_for(
+        lambda: {"statebus_stripe_inbox", "statebus"} <= {c for c, _ in heard},
+        what="the inbox wake-up and the user's version",
+    )
+    assert all(payload == "" for c, payload in heard if c == "statebus_stripe_inbox")
+    assert not [p for _, p in heard if STRIPE_SHAPED.search(p)], heard
+
+
+async def test_stored_stripe_payloads_are_the_owners_only_and_the_monitor_reads_counts(
+    app: RunningServer, conn: asyncpg.Connection, roles: Roles
+) -> None:
+    session = {"id": "cs_1", "mode": "payment", "customer": "cus_f9"}
+    session["customer_email"] = "victim@example.com"
+    async with httpx.AsyncClient(base_url=app.http, timeout=30) as client:
+        body = make_event("checkout.session.completed", session, event_id="evt_mail")
+        assert (await deliver(client, body)).status_code == 200
+    await settled(conn, "evt_mail", "ignored")
+
+    for role in (roles.monitor, roles.app):
+        for query in (
+            "SELECT payload FROM statebus.stripe_events",
+            "SELECT customer_id FROM statebus.stripe_events",
+            "SELECT id FROM statebus.stripe_events",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await role.fetch(query)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await roles.app.fetch("SELECT * FROM statebus.stripe_event_counts")
+    rows = await roles.monitor.fetch("SELECT * FROM statebus.stripe_event_counts")
+    assert [(row["status"], row["events"]) for row in rows] == [("ignored", 1)]
+    assert "victim" not in str(rows) and not STRIPE_SHAPED.search(str([dict(r) for r in rows]))
+
+
+async def test_an_earlier_grant_of_the_inbox_is_taken_back_by_the_migration(
+    conn: asyncpg.Connection, roles: Roles
+) -> None:
+    """sql/roles_example.sql once granted the monitor SELECT on statebus.stripe_events."""
+    await conn.execute("GRANT SELECT ON statebus.stripe_events TO statebus_monitor")
+    await conn.execute("GRANT SELECT (payload) ON statebus.stripe_events TO statebus_app")
+    assert await roles.monitor.fetch("SELECT payload FROM statebus.stripe_events") == []
+    migration = next(m for m in sqlfiles.migrations() if m.version == 7)
+    await conn.execute(migration.sql)  # re-runnable as a whole
+    for role in (roles.monitor, roles.app):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await role.fetch("SELECT payload FROM statebus.stripe_events")
