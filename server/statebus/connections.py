@@ -10,8 +10,8 @@ is missing, around uvicorn's own HTTP protocol:
 - `Connections` counts the process's open client connections, sockets and HTTP alike,
   by transport (uvicorn hands a socket's transport from the HTTP protocol to the
   WebSocket one, and it stays counted). Past the cap a connection is still read, for a
-  few headers, and answered 503 (HTTP) or 1013 (a socket, by the WebSocket protocol in
-  wsserver.py); past the cap plus `OVERFLOW` it is closed as soon as it is accepted.
+  few headers, and answered 503 (HTTP) or 1013 (a socket, `GuardedWebSocketProtocol`);
+  past the cap plus `OVERFLOW` it is closed as soon as it is accepted.
 - `GuardedHttpProtocol` gives each request `header_timeout` seconds, from the
   connection (or from the request's first byte on a kept-alive one) to the end of its
   headers, and `MAX_HEADER_BYTES` of them; past either it answers 408 / 431 and closes.
@@ -33,12 +33,21 @@ from prometheus_client import Counter, Gauge
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+from websockets.http11 import Request
 
 from statebus.config import ConfigError
-from statebus.messages import ErrorBody, encoder
+from statebus.messages import Error, ErrorBody, encoder
 from statebus.metrics import registry
+from statebus.wshandshake import accepted
+from statebus.wsserver import LeanWebSocketProtocol
 
-__all__ = ["Connections", "GuardedHttpProtocol", "fit_file_limit", "protocols"]
+__all__ = [
+    "Connections",
+    "GuardedHttpProtocol",
+    "GuardedWebSocketProtocol",
+    "fit_file_limit",
+    "protocols",
+]
 
 log = logging.getLogger("statebus.connections")
 
@@ -211,15 +220,63 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+# The error message the socket endpoint (ws.py) sends before its own 1013.
+OVERLOADED_FRAME = encoder.encode(
+    Error("overloaded", "this server holds all the connections it may; retry later")
+)
+
+
+class GuardedWebSocketProtocol(LeanWebSocketProtocol):
+    """statebus's socket protocol (wsserver.py), told by the connection count whether the
+    HTTP protocol that handed it the transport found it past the cap. Past it, the
+    upgrade is accepted (a close code needs an open socket), an `overloaded` error
+    message and close 1013 follow at once, and the app is never called."""
+
+    __slots__ = ("tracker", "admitted")
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        connections: Connections,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.tracker, self.admitted = connections, True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.admitted = self.tracker.admitted(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tracker.release(self.transport)
+        super().connection_lost(exc)
+
+    def _handshake(self, request: Request) -> None:
+        if self.admitted:
+            super()._handshake(request)
+            return
+        response = self.conn.accept(request)
+        if response.status_code == 101:
+            self.conn.send_response(accepted(response, self.server_state.default_headers, {}))
+            self.conn.send_text(OVERLOADED_FRAME)
+            self.conn.send_close(1013, "overloaded")
+        else:  # not a valid upgrade: websockets' own refusal
+            self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.state = "closing"
+        self.transport.close()
+
+
 def protocols(cap: int, header_timeout: float) -> tuple[Any, Any]:
     """The (http, ws) protocol factories for one server, sharing one connection count."""
-    from statebus.wsserver import LeanWebSocketProtocol  # wsserver needs nothing of this
-
     connections = Connections(cap)
     http = functools.partial(
         GuardedHttpProtocol, connections=connections, header_timeout=header_timeout
     )
-    ws = functools.partial(LeanWebSocketProtocol, connections=connections)
+    ws = functools.partial(GuardedWebSocketProtocol, connections=connections)
     return http, ws
 
 

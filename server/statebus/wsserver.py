@@ -29,7 +29,7 @@ import logging
 import random
 import struct
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from starlette.types import Message
 from uvicorn.config import Config
@@ -38,7 +38,6 @@ from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
-from statebus.messages import Error, encoder
 from statebus.wshandshake import (
     accepted,
     frames_protocol,
@@ -47,17 +46,10 @@ from statebus.wshandshake import (
     scope_of,
 )
 
-if TYPE_CHECKING:
-    from statebus.connections import Connections
-
 __all__ = ["ClientDisconnected", "LeanWebSocketProtocol"]
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own lines, as its protocol logs them
 CLOSE_TIMEOUT = 10.0  # for the client's close frame after ours (uvicorn's figure)
-# The error message the socket endpoint (ws.py) sends before its own 1013.
-OVERLOADED = encoder.encode(
-    Error("overloaded", "this server holds all the connections it may; retry later")
-)
 
 
 class ClientDisconnected(OSError):
@@ -67,8 +59,7 @@ class ClientDisconnected(OSError):
 class LeanWebSocketProtocol(asyncio.Protocol):
     __slots__ = tuple(
         "config app loop server_state app_state transport conn scope request response inbox"
-        " waiter drained timer ping_payload state read_paused text fragments connections"
-        " admitted".split()
+        " waiter drained timer ping_payload state read_paused text fragments".split()
     )
 
     def __init__(
@@ -77,8 +68,6 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
-        *,
-        connections: Connections | None = None,
     ) -> None:
         if not config.loaded:
             config.load()
@@ -101,26 +90,18 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.read_paused = False
         self.text = False  # the message being received is text
         self.fragments: list[bytes | bytearray | memoryview] = []
-        # The process's connection count (connections.py), when serve.py gives one; a
-        # connection the HTTP protocol found past its cap is answered 1013 at once.
-        self.connections = connections
-        self.admitted = True
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.server_state.connections.add(self)  # type: ignore[arg-type]
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        if self.connections is not None:
-            self.admitted = self.connections.admitted(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         code = 1006 if self.state == "handshake" else 1005
         self._deliver({"type": "websocket.disconnect", "code": code})
         self.server_state.connections.discard(self)
-        if self.connections is not None:
-            self.connections.release(self.transport)
         self.state = "gone"
         self.scope = self.request = self.response = None
         if self.drained is not None and not self.drained.done():
@@ -178,9 +159,6 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._flush()
             self.transport.close()
             return
-        if not self.admitted:
-            self._overloaded(response)
-            return
         self.request, self.response = request, response
         self.scope = scope_of(request, self.transport, self.config, self.app_state)
         self._deliver({"type": "websocket.connect"})
@@ -204,17 +182,6 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._send_500()
         if self.state != "closing" or self.timer is None:
             self.transport.close()
-
-    def _overloaded(self, response: Response) -> None:
-        """Past the process's connection cap: the handshake, an error message and close
-        1013, without calling the app (a close code needs an open socket)."""
-        self.state = "closing"
-        log.info("WebSocket past the connection cap: 1013")
-        self.conn.send_response(accepted(response, self.server_state.default_headers, {}))
-        self.conn.send_text(OVERLOADED)
-        self.conn.send_close(1013, "overloaded")
-        self._flush()
-        self.transport.close()
 
     def _send_500(self) -> None:
         if self.state != "handshake":
