@@ -65,10 +65,8 @@ def uvicorn_config(
         create_app(settings, dsn),
         host=host,
         port=port,
-        # The socket protocol is uvicorn's websockets-sansio one, rewritten to hold less
-        # per open socket (wsserver.py): same frames, pings, closes and ASGI events.
-        # uvicorn's httptools protocol and statebus's socket protocol, sharing one count of
-        # open connections and bounded before they authenticate (connections.py).
+        # uvicorn's httptools protocol and statebus's socket protocol (wsserver.py), sharing
+        # one count of open connections, bounded before they authenticate (connections.py).
         http=http,
         ws=ws,
         timeout_keep_alive=settings.idle_timeout,
@@ -137,6 +135,7 @@ def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
     configure_logging(log_level)
+    warn_about_missing_stripe(settings)
     # Before anything starts: a cap the open-file limit cannot hold fails here, not at
     # accept() under load.
     try:
@@ -147,7 +146,6 @@ def serve(
         print(f"statebus: {exc}", file=sys.stderr)
         return 2
     settings = dataclasses.replace(settings, max_sockets=cap)
-    warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
     # the embedded PostgreSQL running; this one unwinds, so it is stopped.
