@@ -7,6 +7,10 @@ SELECT user_id, version, committed_at, source, state FROM statebus.envelopes($1:
 -- name: prune_history
 SELECT statebus.prune_history();
 
+-- name: prune_stripe_events
+-- One batch of processed Stripe events past their retention (sql/triggers/70_stripe_inbox.sql).
+SELECT statebus.prune_stripe_events($1);
+
 -- name: migration_lock
 -- Serialises concurrent `statebus migrate` runs (two servers starting at once) for the
 -- rest of the migrating transaction. A table lock, not an advisory one: only roles with

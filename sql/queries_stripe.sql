@@ -1,15 +1,17 @@
 -- Queries of the Stripe side (statebus.stripe): the webhook inbox and subscription writes.
 
 -- name: stripe_inbox_insert
--- Stores one event unless its id is already there; a row back means "new". The NOTIFY
--- (delivered at commit) wakes the inbox workers; channel `statebus` is not used here.
+-- Stores one event unless its id is already there; a row back means "new". $4 is the
+-- raw body: PostgreSQL checks its UTF-8 and parses it into jsonb (no copy of it as
+-- Python text). The NOTIFY (delivered at commit) wakes the inbox workers; any role may
+-- LISTEN, so it carries nothing (no Stripe id). Channel `statebus` is not used here.
 WITH inserted AS (
     INSERT INTO statebus.stripe_events (id, type, created, payload, customer_id)
-    VALUES ($1, $2, to_timestamp($3), $4::jsonb, $5)
+    VALUES ($1, $2, to_timestamp($3), convert_from($4::bytea, 'UTF8')::jsonb, $5)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
-SELECT id, pg_notify('statebus_stripe_inbox', id) FROM inserted;
+SELECT id, pg_notify('statebus_stripe_inbox', '') FROM inserted;
 
 -- name: stripe_inbox_claim
 -- Leases the oldest due event for $1 seconds: a worker that dies mid-way leaves it due
@@ -55,7 +57,7 @@ WITH due AS (
     WHERE id = $1
     RETURNING id
 )
-SELECT id, pg_notify('statebus_stripe_inbox', id) FROM due;
+SELECT id, pg_notify('statebus_stripe_inbox', '') FROM due;
 
 -- name: stripe_inbox_requeue_customer
 -- A checkout linked this customer: its parked events are due now.
@@ -64,7 +66,7 @@ WITH due AS (
     WHERE customer_id = $1 AND status = 'unmatched'
     RETURNING id
 )
-SELECT count(*) AS requeued, pg_notify('statebus_stripe_inbox', $1)
+SELECT count(*) AS requeued, pg_notify('statebus_stripe_inbox', '')
 FROM due HAVING count(*) > 0;
 
 -- name: stripe_set_source

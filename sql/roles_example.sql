@@ -11,8 +11,9 @@
 --   statebus_app      The host application: reads and writes the subscription tables (and
 --                     tables joined with statebus.track()). Its commits are captured by the
 --                     triggers like anyone's; it gets nothing in schema statebus.
---   statebus_monitor  Dashboards and alerts: reads statebus.history and
---                     statebus.stripe_events, and nothing else.
+--   statebus_monitor  Dashboards and alerts: reads statebus.history and the Stripe
+--                     inbox's counts (statebus.stripe_event_counts), and nothing else:
+--                     stored Stripe events (customer emails, ids) are the owner's only.
 --
 -- Nobody but the owner may execute statebus's functions (sql/triggers/90_privileges.sql
 -- revokes EXECUTE from PUBLIC on every migrate); capture triggers fire for every writer
@@ -43,9 +44,9 @@ GRANT SELECT ON public.plans TO statebus_app;
 -- and, when the app owns that table, the owner needs TRIGGER on it to install capture:
 --   GRANT TRIGGER ON public.my_table TO <owner>;
 
--- Monitoring (read-only): history of versions and the Stripe inbox.
+-- Monitoring (read-only): history of versions and the Stripe inbox's counts by status.
 GRANT USAGE ON SCHEMA statebus TO statebus_monitor;
-GRANT SELECT ON statebus.history, statebus.stripe_events TO statebus_monitor;
+GRANT SELECT ON statebus.history, statebus.stripe_event_counts TO statebus_monitor;
 -- Guards against mistakes only (a role may turn it off for itself); the grants above are
 -- what keeps the monitor from writing.
 ALTER ROLE statebus_monitor SET default_transaction_read_only = on;

@@ -51,6 +51,12 @@ class Settings:
     stripe_connect: bool = False
     # (claim, value): a token whose `claim` is `value` (or a list holding it) is an admin.
     admin_claim: tuple[str, str] = DEFAULT_ADMIN_CLAIM
+    # Seconds a client has to send a request's headers (connections.py), and that a
+    # kept-alive connection may stay idle between requests (uvicorn's timeout_keep_alive).
+    header_timeout: float = 10.0
+    idle_timeout: int = 5
+    # Stripe webhook deliveries processed at once; past it, 503 with Retry-After.
+    webhook_concurrency: int = 8
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
@@ -130,6 +136,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
         drain_seconds=_seconds(env, "STATEBUS_DRAIN_SECONDS", 2.0, zero=True),
         notify_queue_alert=_fraction(env, "STATEBUS_NOTIFY_QUEUE_ALERT", 0.5),
         log_format=_log_format(env.get("STATEBUS_LOG_FORMAT")),
+        header_timeout=_count(env, "STATEBUS_HEADER_TIMEOUT", 10),
+        idle_timeout=_count(env, "STATEBUS_IDLE_TIMEOUT", 5),
+        webhook_concurrency=_count(env, "STATEBUS_WEBHOOK_CONCURRENCY", 8),
     )
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
+import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import asyncpg
@@ -16,13 +19,13 @@ import uvicorn.config
 from statebus import address, sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
-from statebus.config import Settings
+from statebus.config import ConfigError, Settings
+from statebus.connections import fit_file_limit, protocols
 from statebus.database import database_url
 from statebus.draining import DrainingServer
 from statebus.logformat import JsonFormatter, line
 from statebus.migrations import migrate
 from statebus.pooler import refuse_transaction_pooling
-from statebus.wsserver import LeanWebSocketProtocol
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 
@@ -63,13 +66,16 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
 def uvicorn_config(
     settings: Settings, dsn: str, host: str, port: int, *, log_level: str = "warning"
 ) -> uvicorn.Config:
+    http, ws = protocols(settings.max_sockets, settings.header_timeout)
     return uvicorn.Config(
         create_app(settings, dsn),
         host=host,
         port=port,
-        # uvicorn's websockets-sansio protocol, rewritten to hold less per open socket
-        # (wsserver.py): same frames, pings, closes and ASGI events.
-        ws=LeanWebSocketProtocol,
+        # uvicorn's httptools protocol and statebus's socket protocol (wsserver.py), sharing
+        # one count of open connections, bounded before they authenticate (connections.py).
+        http=http,
+        ws=ws,
+        timeout_keep_alive=settings.idle_timeout,
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 20 KiB (ws.py)
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
@@ -147,6 +153,16 @@ def serve(
 ) -> int:
     configure_logging(log_level, settings.log_format)
     warn_about_missing_stripe(settings)
+    # Before anything starts: a cap the open-file limit cannot hold fails here, not at
+    # accept() under load.
+    try:
+        cap = fit_file_limit(
+            settings.max_sockets, explicit=bool(os.environ.get("STATEBUS_MAX_SOCKETS"))
+        )
+    except ConfigError as exc:
+        print(f"statebus: {exc}", file=sys.stderr)
+        return 2
+    settings = dataclasses.replace(settings, max_sockets=cap)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
     # the embedded PostgreSQL running; this one unwinds, so it is stopped.

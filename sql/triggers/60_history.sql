@@ -23,14 +23,15 @@ DECLARE
     documents_on boolean;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        IF OLD.name IN ('history_retention', 'history_rows', 'history_documents') THEN
+        IF OLD.name IN ('history_retention', 'history_rows', 'history_documents',
+                        'stripe_events_retention') THEN
             RAISE EXCEPTION 'statebus setting % cannot be deleted', OLD.name
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Set it back to its default instead (docs/configuration.md).';
         END IF;
         RETURN OLD;
     END IF;
-    IF NEW.name = 'history_retention' THEN
+    IF NEW.name IN ('history_retention', 'stripe_events_retention') THEN
         BEGIN
             retention := NEW.value::interval;
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
@@ -38,7 +39,7 @@ BEGIN
             retention := NULL;
         END;
         IF retention IS NULL OR retention < interval '0' THEN
-            RAISE EXCEPTION 'statebus setting history_retention must be an interval of zero or more, such as ''30 days'''
+            RAISE EXCEPTION 'statebus setting % must be an interval of zero or more, such as ''30 days''', NEW.name
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF NEW.name IN ('history_rows', 'history_documents') THEN
@@ -62,7 +63,8 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'unknown statebus setting %', NEW.name
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known settings: history_retention, history_rows, history_documents.';
+                  HINT = 'Known settings: history_retention, history_rows, history_documents,'
+                         ' stripe_events_retention.';
     END IF;
     RETURN NEW;
 END $$;

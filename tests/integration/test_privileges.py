@@ -140,7 +140,7 @@ async def test_the_app_writer_commits_are_captured(roles: Roles) -> None:
         await roles.app.fetch("SELECT * FROM statebus.history")
 
 
-async def test_the_monitor_reads_history_and_stripe_events_and_can_do_nothing_else(
+async def test_the_monitor_reads_history_and_stripe_event_counts_and_can_do_nothing_else(
     roles: Roles,
 ) -> None:
     await seed_plans(roles.owner)
@@ -152,12 +152,16 @@ async def test_the_monitor_reads_history_and_stripe_events_and_can_do_nothing_el
     assert await roles.monitor.fetchval(
         "SELECT count(*) FROM statebus.history WHERE user_id = 'u_mon'"
     )
-    assert await roles.monitor.fetchval("SELECT status FROM statebus.stripe_events") == "pending"
+    # The inbox as counts only: stored events hold Stripe's data (docs/security.md).
+    assert await roles.monitor.fetchval("SELECT status FROM statebus.stripe_event_counts") == (
+        "pending"
+    )
 
     refused = [
         "INSERT INTO statebus.history (user_id, version, committed_at, source)"
         " VALUES ('x', 99, now(), 'sql')",
         "UPDATE statebus.stripe_events SET status = 'applied'",
+        "SELECT payload FROM statebus.stripe_events",
         "DELETE FROM statebus.history",
         "TRUNCATE statebus.history",
         "SELECT * FROM statebus.versions",

@@ -28,6 +28,7 @@ async def test_defaults_keep_a_history_row_without_documents(conn: asyncpg.Conne
         "history_documents": "off",
         "history_retention": "30 days",
         "history_rows": "on",
+        "stripe_events_retention": "30 days",
     }
 
 
@@ -93,4 +94,4 @@ async def test_unknown_names_and_deletes_are_refused(conn: asyncpg.Connection) -
         )
     with pytest.raises(asyncpg.InvalidParameterValueError, match="cannot be deleted"):
         await conn.execute("DELETE FROM statebus.settings WHERE name = 'history_retention'")
-    assert await conn.fetchval("SELECT count(*) FROM statebus.settings") == 3
+    assert await conn.fetchval("SELECT count(*) FROM statebus.settings") == 4

@@ -80,9 +80,11 @@ def test_invoices_name_their_subscription_under_parent() -> None:
 def test_a_thin_event_parses_and_names_its_subscription() -> None:
     body = json.dumps(fixture("thin_subscription_updated", sub="sub_9")).encode()
 
-    event = parse(body)  # the webhook's own parsing: a thin event is no bad payload
+    head = parse(body)  # the webhook's own parsing: a thin event is no bad payload
+    event = event_decoder.decode(body)  # the inbox worker's
 
     assert event.thin and subscription_of(event) == "sub_9"
+    assert head.created_unix == event.created_unix
     assert event.created_unix == int(datetime(2026, 11, 29, 10, tzinfo=UTC).timestamp())
 
 

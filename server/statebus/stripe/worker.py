@@ -17,7 +17,8 @@ import stripe
 
 from statebus import backoff, metrics, sqlfiles
 from statebus.stripe.client import StripeGateway, is_missing, redact
-from statebus.stripe.events import Outcome, Policy, apply_event, event_decoder
+from statebus.stripe.events import Outcome, Policy, apply_event
+from statebus.stripe.payloads import lean_decoder
 from statebus.stripe.store import PlanConflict
 from statebus.supervisor import ListenSupervisor
 
@@ -157,7 +158,7 @@ class InboxWorker:
                 return False
             event_id, attempts = claimed["id"], claimed["attempts"]
             try:
-                event = event_decoder.decode(claimed["payload"])
+                event = lean_decoder.decode(claimed["payload"])  # data stays raw until read
                 async with conn.transaction():
                     outcome = await apply_event(conn, self._gateway, event, self._policy)
                     status, wait = next_step(outcome, attempts)
