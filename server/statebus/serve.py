@@ -7,13 +7,14 @@ import copy
 import logging
 import signal
 import socket
+import sys
 from typing import Any
 
 import asyncpg
 import uvicorn
 import uvicorn.config
 
-from statebus import address, sqlfiles
+from statebus import address, ports, sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
@@ -128,6 +129,13 @@ def warn_about_missing_stripe(settings: Settings) -> None:
 def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
+    # The port first: a banner with a token for a page another process answers is worse
+    # than no banner. uvicorn gets this very socket.
+    try:
+        listener = ports.claim(settings.home, host, port, command=serve_command(demo))
+    except ports.PortTaken as exc:
+        print(f"statebus serve: {exc}", file=sys.stderr)
+        return 1
     configure_logging(log_level)
     warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
@@ -139,8 +147,13 @@ def serve(
         if demo:
             print_demo_banner(settings, host, port, plan)
         with address.recorded(settings.home, host, port):
-            Server(uvicorn_config(settings, dsn, host, port, log_level=log_level)).run()
+            config = uvicorn_config(settings, dsn, host, port, log_level=log_level)
+            Server(config).run(sockets=[listener])
     return 0
+
+
+def serve_command(demo: bool) -> str:
+    return "statebus serve --demo" if demo else "statebus serve"
 
 
 def print_demo_banner(settings: Settings, host: str, port: int, plan: str | None) -> None:
