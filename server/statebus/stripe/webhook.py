@@ -30,6 +30,24 @@ MAX_ID_CHARS = 255  # Stripe's ids and event types are far shorter
 MAX_CREATED = 253_402_300_799
 
 
+_refusals_told = False
+
+
+def refused_unconfigured() -> None:
+    """Says once per process why webhooks get 503 and what to set: the warning at start
+    scrolls away, and Stripe keeps retrying, so one line per request would flood."""
+    global _refusals_told
+    if _refusals_told:
+        return
+    _refusals_told = True
+    log.warning(
+        "refused a Stripe webhook (503): STRIPE_WEBHOOK_SECRET is not set. Set it to the"
+        " endpoint's signing secret (whsec_..., from Stripe's dashboard or from"
+        " scripts/fake_stripe.py) and restart; Stripe retries refused events, and"
+        " `statebus reconcile` repairs anything missed. (Said once per process.)"
+    )
+
+
 def verify(body: bytes, header: str | None, secrets: tuple[str, ...]) -> None:
     """Accepts a signature made with any configured secret (rotation), within 300 s."""
     if not header:
@@ -69,6 +87,7 @@ async def stripe_webhook(request: Request) -> Response:
     rt = runtime(request)
     secrets = rt.settings.stripe_webhook_secrets
     if not secrets:
+        refused_unconfigured()
         raise HTTPError(503, "stripe_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
     body = await read_body(request, MAX_BODY_BYTES, "webhook bodies")
     verify(body, request.headers.get("stripe-signature"), secrets)
