@@ -71,3 +71,15 @@ def test_browser_snippets_type_check(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_sets_up_a_venv_and_enters_it_in_every_shell() -> None:
+    readme = docblocks.ROOT / "README.md"
+    first = docblocks.blocks(readme)[0].code.split("\n")
+    # Two commands a person can paste: make and enter the venv, then install and run.
+    assert first[0] == "python3 -m venv .venv && . .venv/bin/activate"
+    assert first[1].startswith("pip install -e '.[dev]' && statebus serve --demo")
+    text = readme.read_text(encoding="utf-8")
+    shells = [b for b in docblocks.blocks(readme) if b.code.startswith(". .venv/bin/activate\n")]
+    assert len(shells) >= 2 and "each one starts with\n`. .venv/bin/activate`" in text
+    assert "statebus reconcile" in text and "When Stripe and the database disagree" in text
