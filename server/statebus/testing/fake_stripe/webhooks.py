@@ -158,7 +158,7 @@ class WebhookSender:
         hint = why(status, error, self.url)
         if hint not in self._explained:
             self._explained.add(hint)
-            self._say(f"  the server refuses this fake's events: {hint}")
+            self._say(f"  {hint}")
         return False
 
     def _say(self, text: str) -> None:
@@ -179,16 +179,17 @@ def why(status: int, error: str, url: str) -> str:
     """What a developer changes for each way statebus refuses a webhook."""
     if status == 0:
         return f"nothing answers at {url}; is `statebus serve` running there?"
+    refuses = "the server refuses this fake's events:"
     if error.startswith("stripe_not_configured"):
         return (
-            "the server runs without STRIPE_WEBHOOK_SECRET. Stop it, paste the `export` line"
-            " printed above into its shell and start it again; events are retried meanwhile"
+            f"{refuses} it runs without STRIPE_WEBHOOK_SECRET. Stop it, paste the `export`"
+            " line printed above into its shell and start it again; events are retried meanwhile"
         )
     if error.startswith("bad_signature"):
         return (
-            "the server's STRIPE_WEBHOOK_SECRET is not this fake's. Paste the `export` line"
+            f"{refuses} its STRIPE_WEBHOOK_SECRET is not this fake's. Paste the `export` line"
             " printed above into the server's shell and restart it"
         )
     if status == 404:
         return f"no webhook route at {url}; statebus's is /v1/stripe/webhook"
-    return f"HTTP {status}" + (f": {error}" if error else "")
+    return f"{refuses} HTTP {status}" + (f": {error}" if error else "")
