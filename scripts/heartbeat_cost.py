@@ -23,6 +23,7 @@ from pathlib import Path
 import websockets
 
 from statebus.auth import issue_token
+from statebus.client import PING_AFTER
 from statebus.testing.server import free_port
 
 SECRET = "heartbeat-cost-" + "x" * 40
@@ -75,8 +76,8 @@ async def measure(port: int, pid: int, sockets: int, rounds: int) -> None:
     print(f"RSS per idle socket:            {(idle - empty) / sockets:.2f} KiB")
     print(f"RSS per socket after pinging:   {(pinged - empty) / sockets:.2f} KiB")
     print(f"server CPU per ping/pong:       {cpu_used / pings * 1e6:.1f} us")
-    per_core = cpu_used / pings * 10_000 / 5.0
-    print(f"10,000 idle sockets, one ping each 5 s: {per_core * 100:.1f}% of one core")
+    per_core = cpu_used / pings * 10_000 / PING_AFTER
+    print(f"10,000 idle sockets, a ping each {PING_AFTER:g} s: {per_core * 100:.1f}% of one core")
     for conn in conns:
         await conn.close()
 
