@@ -6,7 +6,8 @@ Lets `statebus serve --demo` use Stripe without a Stripe account: run this in on
 export what it prints in another, then start `statebus serve --demo`. With --webhook-url
 every change (an upgrade, a cancel, a checkout paid on the fake's checkout page, a change
 in its billing portal) is also posted to statebus as a correctly signed webhook event,
-with the STRIPE_WEBHOOK_SECRET it prints. Loopback only.
+with the STRIPE_WEBHOOK_SECRET it prints; it prints each delivery's status, says why the
+server refuses one, and retries refused deliveries as Stripe does. Loopback only.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def main() -> int:
             metadata={"user_id": DEMO_USER},
         )
         if args.webhook_url:  # after seeding: the seed is not news to statebus
-            fake.send_webhooks(args.webhook_url)
+            # Each delivery's status, and why the server refuses (docs/stripe.md).
+            fake.send_webhooks(args.webhook_url).report = lambda line: print(line, flush=True)
         exports = f"STRIPE_API_KEY={TEST_API_KEY} STRIPE_API_BASE={fake.url}"
         if fake.webhooks is not None:
             exports += f" STRIPE_WEBHOOK_SECRET={fake.webhooks.secret}"

@@ -6,3 +6,8 @@ SELECT code, name, rank
 FROM public.plans
 WHERE stripe_price_id IS NOT NULL
 ORDER BY rank, code;
+
+-- name: public_limit_labels
+-- Every plan's labels for its limits, merged (plans agree on what a key means).
+SELECT coalesce(jsonb_object_agg(l.key, l.value), '{}'::jsonb)::text
+FROM public.plans p, jsonb_each_text(p.limit_labels) AS l (key, value);

@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tail = commands.add_parser("tail", help="print live state changes, one line each")
     tail.add_argument("--user", dest="user_id")
+    tail.add_argument("--json", action="store_true", help="print each whole envelope as JSON")
     tail.add_argument(
         "--url",
         default=os.environ.get("STATEBUS_URL"),
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tail":
         from statebus.tail import run_tail
 
-        return run_tail(settings, user_id=args.user_id, url=args.url)
+        return run_tail(settings, user_id=args.user_id, url=args.url, as_json=args.json)
     raise AssertionError(args.command)
 
 

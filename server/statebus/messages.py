@@ -41,7 +41,12 @@ class Auth(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fields=T
     user_id: str | None = None  # admins only: whose state to follow
 
 
-ClientMessage = Auth
+class Ping(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_fields=True):
+    """The heartbeat: any time after auth; the server answers `Pong`. The client drives it
+    (it knows when it last heard something), so the server keeps no timer per socket."""
+
+
+ClientMessage = Auth | Ping
 
 
 # --- socket: server to client -------------------------------------------------------
@@ -59,12 +64,16 @@ class Current(msgspec.Struct, tag="current", tag_field="type"):
     version: int
 
 
+class Pong(msgspec.Struct, tag="pong", tag_field="type"):
+    pass
+
+
 class Error(msgspec.Struct, tag="error", tag_field="type"):
     code: str
     message: str
 
 
-ServerMessage = Snapshot | Current | Error
+ServerMessage = Snapshot | Current | Pong | Error
 
 
 # --- HTTP (Stripe's bodies live in statebus.stripe.messages) -------------------------

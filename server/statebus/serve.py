@@ -16,7 +16,7 @@ import asyncpg
 import uvicorn
 import uvicorn.config
 
-from statebus import address, sqlfiles
+from statebus import address, ports, sqlfiles
 from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import ConfigError, Settings
@@ -151,6 +151,13 @@ def warn_about_missing_stripe(settings: Settings) -> None:
 def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
+    # The port first: a banner with a token for a page another process answers is worse
+    # than no banner. uvicorn gets this very socket.
+    try:
+        listener = ports.claim(settings.home, host, port, command=serve_command(demo))
+    except ports.PortTaken as exc:
+        print(f"statebus serve: {exc}", file=sys.stderr)
+        return 1
     configure_logging(log_level, settings.log_format)
     warn_about_missing_stripe(settings)
     # Before anything starts: a cap the open-file limit cannot hold fails here, not at
@@ -175,8 +182,12 @@ def serve(
             config = uvicorn_config(settings, dsn, host, port, log_level=log_level)
             server = Server(config, drain_seconds=settings.drain_seconds)
             server.json_logs = settings.log_format == "json"
-            server.run()
+            server.run(sockets=[listener])
     return 0
+
+
+def serve_command(demo: bool) -> str:
+    return "statebus serve --demo" if demo else "statebus serve"
 
 
 def print_demo_banner(settings: Settings, host: str, port: int, plan: str | None) -> None:

@@ -20,7 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from statebus import inputs, metrics
 from statebus.auth import AuthError, Principal
 from statebus.hub import Subscriber
-from statebus.messages import Auth, Current, Error, client_decoder, encoder
+from statebus.messages import Auth, Current, Error, Ping, Pong, client_decoder, encoder
 from statebus.runtime import Runtime
 from statebus.states import frame_of, read_state
 from statebus.wsconn import Disconnected, Socket, header
@@ -93,8 +93,10 @@ async def websocket_endpoint(rt: Runtime, scope: Scope, receive: Receive, send: 
         try:
             await send_first(ws, rt, sub, since)
             # Idle from here: the hub's send tasks deliver frames; this frame only
-            # waits for the client's disconnect (or a message it may not send).
-            after_auth(ws.arrived(await receive()))
+            # waits for the client's pings, its disconnect or a message it may not send.
+            while True:
+                after_auth(ws.arrived(await receive()))
+                await pong(ws)
         finally:
             expiry.cancel()
             metrics.sockets.dec()
@@ -135,7 +137,7 @@ def text_of(message: Message) -> str:
     return str(data)
 
 
-def decode(text: str) -> Auth:
+def decode(text: str) -> Auth | Ping:
     try:
         return client_decoder.decode(text)
     except msgspec.ValidationError as exc:
@@ -164,6 +166,8 @@ async def authenticate(ws: Socket, rt: Runtime, scope: Scope) -> tuple[str, int 
     except TimeoutError as exc:
         raise Close(4408, "auth_timeout", "send an auth message within 10 s") from exc
     auth = decode(text)
+    if not isinstance(auth, Auth):
+        raise Close(4400, "malformed", "the first message must be auth")
     if auth.since is not None and auth.since < 0:
         raise Close(4400, "malformed", "since must not be negative")
     if auth.user_id:  # as on HTTP, an empty user_id means the token's own user
@@ -204,10 +208,20 @@ async def send_first(ws: Socket, rt: Runtime, sub: Subscriber, since: int | None
     sub.release()
 
 
+PONG = encoder.encode(Pong()).decode()  # encoded once: every idle socket sends it often
+
+
 def after_auth(message: Message) -> None:
-    """After auth a client has nothing to say; anything it does say must still be valid."""
-    decode(text_of(message))
-    raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
+    """After auth a client only pings (the caller answers); anything else is refused."""
+    if not isinstance(decode(text_of(message)), Ping):
+        raise Close(4400, "unexpected", "already authenticated; open a new socket to re-auth")
+
+
+async def pong(ws: Socket) -> None:
+    try:
+        await ws.send_text(PONG)
+    except RuntimeError:
+        pass  # the hub closed this socket meanwhile (restart, expiry): the close says why
 
 
 def close_reason(message: str) -> str:

@@ -100,10 +100,10 @@ async def test_tail_prints_one_line_per_version(
     assert proc.stdout is not None
     try:
         first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert first.startswith(f"{USER} v1 · 20") and " · demo seed · plan=glow_up " in first
+        assert first.startswith(f"{USER} v1 · 20") and " · demo seed · plan glow_up " in first
         await conn.execute("UPDATE user_subscriptions SET plan = 'viral_surge'")
         second = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert second.startswith(f"{USER} v2 · ") and " · SQL · plan=viral_surge " in second
+        assert second.startswith(f"{USER} v2 · ") and second.endswith(" · SQL · changed: plan\n")
     finally:
         proc.terminate()
         await proc.wait()
@@ -129,8 +129,7 @@ async def test_tail_of_every_user_reads_each_notified_envelope(
         await conn.execute("SET statebus.source = 'app:signup'")
         await conn.execute("UPDATE user_subscriptions SET status = 'past_due'")
         line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert line.startswith(f"{USER} v2 · ") and " · app (signup) · plan=glow_up " in line
-        assert '"status":"past_due"' in line
+        assert line.startswith(f"{USER} v2 · ") and " · app (signup) · plan glow_up " in line
     finally:
         await conn.execute("RESET statebus.source")
         proc.terminate()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.asyncio
 
 # The contract's tables (section 3) with the columns other programs rely on.
 EXPECTED_COLUMNS = {
-    "plans": {"code", "name", "stripe_price_id", "rank", "limits"},
+    "plans": {"code", "name", "stripe_price_id", "rank", "limits", "limit_labels"},
     "users": {"id", "email"},
     "user_subscriptions": {
         "user_id",

@@ -39,6 +39,10 @@ async def test_serve_is_quiet_warns_about_stripe_and_serves_config(home: Path) -
             config = (await http.get("/v1/config")).json()
             assert config["stripe"] is False and config["stripe_webhook"] is False
             assert [p["code"] for p in config["plans"]] == ["glow_up", "viral_surge"]
+            assert config["limit_labels"] == {
+                "posts_per_month": "Posts per month",
+                "seats": "Team seats",
+            }
             dts = await http.get("/statebus.d.ts")
             assert dts.status_code == 200
             assert "export function connect(options: ConnectOptions): Store;" in dts.text

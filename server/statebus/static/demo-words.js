@@ -31,14 +31,26 @@ export function ago(iso, now = Date.now()) {
   return new Date(t).toLocaleString();
 }
 
-/** "v12 · 2 s ago · Stripe webhook" (parts that are unknown are left out). */
+/** "Changed 2 s ago by Stripe webhook" (parts that are unknown are left out). The
+ * version itself is the top bar's badge: said once, not on every line. */
 export function provenance(snap, now = Date.now()) {
   if (snap.version === null) return "";
-  if (snap.version === 0) return "v0 · no changes yet";
-  return [`v${snap.version}`, snap.committed_at && ago(snap.committed_at, now), sourceLabel(snap.source)]
-    .filter(Boolean)
-    .join(" · ");
+  if (snap.version === 0) return "No changes yet";
+  const when = snap.committed_at && ago(snap.committed_at, now);
+  const who = sourceLabel(snap.source);
+  return ["Changed", when, who && `by ${who}`].filter(Boolean).join(" ");
 }
+
+/** What the product calls a limit or usage metric: the plan's own label (GET /v1/config,
+ * from plans.limit_labels); a key without one is shown as it is. */
+export function limitLabel(key, labels) {
+  const label = labels && typeof labels[key] === "string" ? labels[key].trim() : "";
+  return label || key;
+}
+
+// A server that has not answered for this long is no longer "restarting": the page says
+// it cannot reach it, and since when.
+export const UNREACHABLE_AFTER_MS = 15_000;
 
 export const STATUS_LABEL = {
   connecting: "Connecting…",
@@ -62,28 +74,55 @@ function clock(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
-/** Why the page is not live, in plain words; "" when there is nothing to say. */
-export function connectionText(snap, now = Date.now()) {
+/** True once a dropped connection has failed for UNREACHABLE_AFTER_MS (network or
+ * restart; not a token or a server's refusal, which say their own reason). */
+export function unreachable(snap, downSince, now = Date.now()) {
+  if (snap.status !== "reconnecting" || downSince === null) return false;
   const e = snap.error;
+  const network = !e || e.origin === "network" || e.code === "server_restarting";
+  return network && now - downSince >= UNREACHABLE_AFTER_MS;
+}
+
+/** The top bar's word for the connection. */
+export function statusLabel(snap, downSince, now = Date.now()) {
+  if (unreachable(snap, downSince, now)) return "Not connected";
+  return STATUS_LABEL[snap.status] ?? snap.status;
+}
+
+function lasted(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s} s` : s < 7200 ? `${Math.floor(s / 60)} min` : `${Math.floor(s / 3600)} h`;
+}
+
+/** The page's one banner while it is not live, in plain words ("" when there is
+ * nothing to say): why, since when, what the page still shows, and when it retries. */
+export function bannerText(snap, downSince, now = Date.now()) {
+  const e = snap.error;
+  const shown = snap.version === null ? "" : ` Showing what was last received${
+    snap.committed_at ? ` (changed ${ago(snap.committed_at, now)})` : ""}; it may have changed since.`;
   switch (snap.status) {
     case "live":
     case "closed":
+    case "unauthorized": // the token screen says it, with the place to paste a new one
       return "";
     case "connecting":
-      return "";
+      return shown ? `Connecting to the server…${shown}` : "";
     case "offline":
-      return "This browser is offline. The page reconnects when the network is back.";
+      return `This browser is offline.${shown} The page reconnects when the network is back.`;
     case "reconnecting":
-      if (e?.code === "server_restarting") return `The server is restarting. Reconnecting…${retryIn(snap, now)}`;
-      if (e?.origin === "server") return `The server closed the connection: ${e.message}. Reconnecting…${retryIn(snap, now)}`;
-      if (e?.origin === "client") return `${tokenText(e)} Retrying…${retryIn(snap, now)}`;
-      return `Disconnected: the server does not answer. Reconnecting…${retryIn(snap, now)}`;
-    case "unauthorized":
-      return ""; // the token box says it, with the place to paste a new one
+      if (unreachable(snap, downSince, now)) {
+        const since = new Date(downSince).toLocaleTimeString();
+        return `Cannot reach the server since ${since} (${lasted(now - downSince)}).${shown} Still trying.${retryIn(snap, now)}`;
+      }
+      if (e?.code === "server_restarting") return `The server is restarting.${shown}${retryIn(snap, now)}`;
+      if (e?.origin === "server") return `The server closed the connection: ${e.message}.${shown}${retryIn(snap, now)}`;
+      if (e?.origin === "client") return `${tokenText(e)}${retryIn(snap, now)}`;
+      if (e?.code === "connection_lost") return `The connection to the server was lost.${shown}${retryIn(snap, now)}`;
+      return `The server does not answer.${shown}${retryIn(snap, now)}`;
     case "forbidden":
       return `This token may not follow this user (the server said: ${e?.message ?? "not allowed"}).`;
     case "too_many":
-      return "Too many connections are open for this user. Trying again in about a minute.";
+      return `Too many connections are open for this user.${shown} Trying again in about a minute.`;
     default:
       return e?.message ?? "";
   }

@@ -2,11 +2,11 @@
 // Everything the page shows about the user comes from store.getSnapshot(); billing
 // buttons only POST, and the result arrives like any other change, over the socket.
 // The page must never lie: data from a dead connection is marked stale, actions are
-// off while not live, and every message names the version it describes and goes away
-// when a newer one is shown.
+// off while not live, every message names the version it describes and goes away
+// when a newer one is shown, and "Live" needs a token the server accepts.
 import { connect, decodeJwt } from "/statebus.js";
 import {
-  STATUS_LABEL, ago, billingError, connectionText, networkError, provenance, sourceLabel, tokenText,
+  bannerText, billingError, limitLabel, networkError, provenance, sourceLabel, statusLabel, tokenText,
 } from "/demo-words.js";
 
 const TOKEN_KEY = "statebus:demo:token";
@@ -24,6 +24,13 @@ let config = null; // GET /v1/config: {stripe, stripe_webhook, plans}; null unti
 let message = null; // {kind: "result"|"error", text, version, clearOnLive}
 let inFlight = null; // the action being sent
 const changes = []; // versions this tab has shown: {version, source, committed_at}
+// The server's word on this tab's own token: "pending", "ok", "retry" (no answer yet)
+// or "refused". Tabs of one browser share one socket, so a tab whose token the server
+// would refuse still receives the leader tab's snapshots: it must not call that "Live".
+let tokenCheck = "pending";
+let expiryTimer = null;
+let downSince = null; // when the page stopped being live (or started without being live)
+const pageStarted = Date.now();
 
 // --- token: from #token=... once, then sessionStorage (per tab, gone with the tab) ---
 
@@ -41,9 +48,55 @@ function takeTokenFromUrl() {
   return found;
 }
 
+const TOKEN_HINT = $("token-hint").innerHTML;
+
 function showTokenBox(hint) {
   $("token-box").hidden = false;
+  $("token-heading").textContent = hint ? "This token was not accepted" : "Open the demo with a token";
   if (hint) $("token-hint").textContent = hint;
+  else $("token-hint").innerHTML = TOKEN_HINT;
+}
+
+/** The refused-token screen: the reason and the place to paste another token, and
+ * nothing that belongs to a working session (data, version, expiry date). */
+function showRefused(error) {
+  document.body.dataset.status = "unauthorized";
+  $("status").dataset.status = "unauthorized";
+  text("status", statusLabel({ status: "unauthorized" }, null));
+  $("app").hidden = true;
+  $("version-badge").hidden = true;
+  showTokenBox(tokenText(error));
+}
+
+// GET /v1/state with this tab's token: 401/403 means the server refuses it.
+async function checkToken(checked, userId) {
+  const url = userId ? `/v1/state?user_id=${encodeURIComponent(userId)}` : "/v1/state";
+  let res;
+  try {
+    res = await fetch(url, { headers: { Authorization: `Bearer ${checked}` }, cache: "no-store" });
+  } catch {
+    res = null; // no answer: asked again once the connection is back
+  }
+  if (checked !== token || !store) return; // another token (or none) since
+  if (res && (res.status === 401 || res.status === 403)) {
+    const body = await res.json().catch(() => null);
+    tokenCheck = "refused";
+    const error = { code: String(body?.error ?? "invalid_token"), message: String(body?.message ?? `HTTP ${res.status}`), origin: "server" };
+    store.close(); // leaves the tabs' group: this token must never hold their socket
+    showRefused(error);
+    return;
+  }
+  tokenCheck = res && (res.ok || res.status === 304) ? "ok" : "retry";
+  if (tokenCheck === "ok") recheckAtExpiry(checked, userId);
+  render(store.getSnapshot());
+}
+
+function recheckAtExpiry(checked, userId) {
+  clearTimeout(expiryTimer);
+  const exp = decodeJwt(checked)?.exp;
+  if (typeof exp !== "number") return;
+  const ms = Math.min(Math.max(exp * 1000 - Date.now() + 1000, 1000), 2 ** 31 - 1);
+  expiryTimer = setTimeout(() => checkToken(checked, userId), ms);
 }
 
 function start(pasted = null) {
@@ -61,6 +114,8 @@ function start(pasted = null) {
   store?.close();
   message = null;
   changes.length = 0;
+  tokenCheck = "pending";
+  downSince = null;
   $("token-box").hidden = true;
   $("app").hidden = false;
   $("indicators").hidden = false;
@@ -72,12 +127,16 @@ function start(pasted = null) {
     : "";
   store = connect({ url: "/v1/ws", getToken: async () => token, userId: userId || undefined });
   window.statebusStore = store;
-  store.subscribe(() => render(store.getSnapshot()));
+  const current = store;
+  current.subscribe(() => store === current && render(current.getSnapshot()));
   render(store.getSnapshot());
+  // A token this browser refuses by itself (no user, long expired: statebus.js's own
+  // checks) is not sent anywhere; the store says so, in the browser's name.
+  const claims = decodeJwt(token);
+  if (claims?.sub && !(typeof claims.exp === "number" && claims.exp < Date.now() / 1000 - 60)) {
+    checkToken(token, userId);
+  }
 
-  const exp = decodeJwt(token)?.exp;
-  const expired = exp && exp * 1000 < Date.now();
-  $("token-exp").textContent = exp ? `Token ${expired ? "expired" : "expires"} ${new Date(exp * 1000).toLocaleString()}` : "";
   if (!config) {
     configAsked = false;
     loadConfig();
@@ -93,7 +152,7 @@ async function loadConfig() {
     const res = await fetch("/v1/config", { cache: "no-store" });
     if (res.ok) config = await res.json();
   } catch { /* server down: asked again when the connection comes back */ }
-  if (lastSnap) renderActions(lastSnap);
+  if (store && tokenCheck !== "refused") render(store.getSnapshot());
 }
 
 $("token-form").addEventListener("submit", (ev) => {
@@ -110,6 +169,8 @@ $("token-form").addEventListener("submit", (ev) => {
 
 $("forget").addEventListener("click", () => {
   try { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(USER_KEY); } catch { /* ignore */ }
+  clearTimeout(expiryTimer);
+  token = null;
   store?.close();
   store = null;
   window.statebusStore = null;
@@ -127,7 +188,7 @@ function text(id, value) {
 }
 
 function fmtNumber(n) {
-  return typeof n === "number" ? n.toLocaleString() : n === null ? "unlimited" : JSON.stringify(n);
+  return typeof n === "number" ? n.toLocaleString() : n === null ? "Unlimited" : JSON.stringify(n);
 }
 
 function fmtDay(iso) {
@@ -189,18 +250,28 @@ function usageCell(used, limit) {
   return wrap;
 }
 
-function render(snap) {
+function render(storeSnap) {
+  if (tokenCheck === "refused") return; // the refused-token screen stays as it is
+  if (storeSnap.status === "unauthorized") return showRefused(storeSnap.error);
+  // Live over a shared socket is only "Live" for this tab once its token is accepted.
+  const snap = storeSnap.status === "live" && tokenCheck !== "ok" ? { ...storeSnap, status: "connecting" } : storeSnap;
   const previous = lastSnap;
   lastSnap = snap;
   const live = snap.status === "live";
+  if (live) downSince = null;
+  else if (downSince === null) downSince = previous?.status === "live" ? Date.now() : pageStarted;
   document.body.dataset.status = snap.status;
-  text("status", STATUS_LABEL[snap.status] ?? snap.status);
   $("status").dataset.status = snap.status;
-  $("role").hidden = !live;
+  $("app").hidden = false;
+  $("token-box").hidden = true;
+  $("role-line").hidden = !live;
   text("role", snap.leader ? "leader" : "follower");
-  $("role").classList.toggle("leader", snap.leader);
+  $("version-badge").hidden = snap.version === null;
   text("version", snap.version);
   text("user-id", snap.user_id);
+  const exp = decodeJwt(token)?.exp;
+  const accepted = tokenCheck === "ok" && typeof exp === "number";
+  $("token-exp").textContent = accepted ? `Signed in with a token valid until ${new Date(exp * 1000).toLocaleString()}` : "";
 
   // A message about an older version, or a network failure the reconnect has made
   // moot, is no longer true of what the page shows: drop it.
@@ -210,6 +281,10 @@ function render(snap) {
     changes.unshift({ version: snap.version, source: snap.source, committed_at: snap.committed_at });
     changes.length = Math.min(changes.length, MAX_CHANGES);
   }
+  if (storeSnap.status === "live" && tokenCheck === "retry") {
+    tokenCheck = "pending"; // the server answers again: ask it about our token now
+    checkToken(token, following);
+  }
   if (live && previous?.status !== "live") {
     // Connected (again): the server answers now, and a restarted server may have
     // another configuration (Stripe set up since, say).
@@ -218,7 +293,6 @@ function render(snap) {
   }
 
   renderTimes(snap);
-  if (snap.status === "unauthorized") showTokenBox(tokenText(snap.error));
 
   const state = snap.state;
   const known = snap.version !== null; // null: nothing cached and no answer yet
@@ -234,16 +308,11 @@ function render(snap) {
 /** The parts that depend on the clock: ticked every second. */
 function renderTimes(snap) {
   const now = Date.now();
+  text("status", statusLabel(snap, downSince, now));
   text("provenance", provenance(snap, now));
-  const err = connectionText(snap, now);
-  $("conn-error").hidden = !err;
-  if ($("conn-error").textContent !== err) $("conn-error").textContent = err;
-  const stale = snap.version !== null && snap.status !== "live";
-  $("stale").hidden = !stale;
-  const staleText = stale
-    ? `Not live: this is version ${snap.version} as last received${snap.committed_at ? ` (committed ${ago(snap.committed_at, now)})` : ""}; it may have changed since.`
-    : "";
-  if ($("stale").textContent !== staleText) $("stale").textContent = staleText;
+  const banner = bannerText(snap, downSince, now);
+  $("conn-error").hidden = !banner;
+  if ($("conn-error").textContent !== banner) $("conn-error").textContent = banner;
 }
 
 function renderChanges() {
@@ -261,7 +330,7 @@ function renderChanges() {
 function renderState(state) {
   const plan = state.plan || {};
   const sub = state.subscription || {};
-  text("plan-name", plan.name);
+  text("plan-name", plan.name ?? plan.code);
   text("plan-code", plan.code);
   text("sub-status", sub.status || "none");
   $("sub-status").dataset.value = sub.status || "none";
@@ -274,9 +343,10 @@ function renderState(state) {
   text("onboarding", onboarded === undefined ? null : onboarded ? "✓ Completed" : "Not completed");
 
   const limits = plan.limits && typeof plan.limits === "object" ? plan.limits : {};
-  fillTable("limits", Object.entries(limits).map(([k, v]) => [k, fmtNumber(v)]));
+  const labels = config?.limit_labels;
+  fillTable("limits", Object.entries(limits).map(([k, v]) => [limitLabel(k, labels), fmtNumber(v)]));
   const usage = state.usage && typeof state.usage === "object" ? state.usage : {};
-  fillTable("usage", Object.entries(usage).map(([metric, u]) => [metric, usageCell(u?.used ?? 0, limits[metric])]));
+  fillTable("usage", Object.entries(usage).map(([metric, u]) => [limitLabel(metric, labels), usageCell(u?.used ?? 0, limits[metric])]));
 
   const other = Object.fromEntries(Object.entries(state).filter(([k]) => !KNOWN_KEYS.has(k)));
   $("other").hidden = Object.keys(other).length === 0;
@@ -387,5 +457,5 @@ async function act(action, plan, button) {
   }
 }
 
-setInterval(() => lastSnap && renderTimes(lastSnap), 1000);
+setInterval(() => lastSnap && store && tokenCheck !== "refused" && renderTimes(lastSnap), 1000);
 start();

@@ -120,6 +120,8 @@ export interface StoreDebug {
   reconnects: number;
   tokenRefreshes: number;
   peerMessages: number;
+  /** Heartbeat pings sent (after 7 s without a frame; no answer in 5 s = connection lost). */
+  pings: number;
 }
 
 export interface Store {

@@ -21,6 +21,13 @@ const EXPIRED_SKEW_S = 60; // a token this far past `exp` by our clock is not wo
 const MAX_AUTH_FAILURES = 3; // 4401s in a row (each with a fresh getToken()) before "unauthorized"
 const LIVE_TIMEOUT_MS = 15_000; // socket must answer auth by then (server allows 10 s for auth)
 const TOO_MANY_RETRY_MS = [30_000, 60_000]; // 4429: come back much later, never hammer
+// The heartbeat (statebus/client.py uses the same figures): after this long without a
+// frame the socket pings, and a server that has not answered PONG_WITHIN_MS later is
+// gone, whatever TCP says. Browsers never show WebSocket-level pings to the page, so
+// without this a silent network (Wi-Fi switch, laptop waking) would look "live" forever.
+const PING_AFTER_MS = 7_000;
+const PONG_WITHIN_MS = 5_000;
+const PING = JSON.stringify({ type: "ping" });
 
 /** Decode a JWT's payload without verifying it: we only need `sub`, `iat`, `exp`. */
 export function decodeJwt(token) {
@@ -77,7 +84,7 @@ export function connect(options) {
   const wsUrl = toWsUrl(url);
 
   const listeners = new Set();
-  const debug = { socketsOpened: 0, messages: 0, reconnects: 0, tokenRefreshes: 0, peerMessages: 0 };
+  const debug = { socketsOpened: 0, messages: 0, reconnects: 0, tokenRefreshes: 0, peerMessages: 0, pings: 0 };
   // The snapshot is replaced, never mutated, and only when a field really
   // changes: useSyncExternalStore compares by identity and would loop otherwise.
   // `error` says why the status is not "live" and who decided: {code, message, origin}
@@ -102,6 +109,7 @@ export function connect(options) {
   let authFailures = 0;
   let retryTimer = null;
   let refreshTimer = null;
+  let heartbeatTimer = null; // the live socket's next ping, or its deadline for an answer
 
   function set(patch) {
     if (!Object.keys(patch).some((k) => !Object.is(snap[k], patch[k]))) return;
@@ -265,6 +273,29 @@ export function connect(options) {
     let serverError = null;
     const liveTimer = setTimeout(() => !live && sock.close(), LIVE_TIMEOUT_MS);
 
+    // Every frame from the server restarts the quiet spell; only silence costs a ping.
+    const heard = () => {
+      clearTimeout(heartbeatTimer);
+      heartbeatTimer = setTimeout(ping, PING_AFTER_MS);
+    };
+    const ping = () => {
+      if (ws !== sock) return;
+      debug.pings++;
+      try { sock.send(PING); } catch { /* closing: onclose decides */ }
+      heartbeatTimer = setTimeout(lost, PONG_WITHIN_MS);
+    };
+    const lost = () => {
+      if (ws !== sock) return;
+      // The close handshake would wait on the same silent network: let the socket go
+      // and retry now; the next socket resumes with `since` once packets flow.
+      ws = null;
+      clearTimeout(refreshTimer);
+      sock.onclose = sock.onmessage = null;
+      try { sock.close(); } catch { /* already closing */ }
+      const message = `no answer to a ping within ${PONG_WITHIN_MS / 1000} s`;
+      scheduleRetry(backoffMs(), { code: "connection_lost", message, origin: "network" });
+    };
+
     sock.onopen = () => {
       opened = true;
       const auth = { type: "auth", token };
@@ -275,6 +306,7 @@ export function connect(options) {
     sock.onmessage = (ev) => {
       if (ws !== sock) return;
       debug.messages++;
+      if (live) heard();
       let m;
       try { m = JSON.parse(ev.data); } catch { return; }
       if (m.type === "snapshot" || m.type === "current") {
@@ -285,6 +317,7 @@ export function connect(options) {
           attempt = 0;
           authFailures = 0;
           clearTimeout(liveTimer);
+          heard();
           scheduleRefresh(sock, claims);
         }
         if (patch) {
@@ -304,6 +337,7 @@ export function connect(options) {
     sock.onclose = (ev) => {
       clearTimeout(liveTimer);
       if (ws !== sock) return;
+      clearTimeout(heartbeatTimer);
       ws = null;
       clearTimeout(refreshTimer);
       if (closed) return;
@@ -457,6 +491,7 @@ export function connect(options) {
       closed = true;
       clearTimeout(retryTimer);
       clearTimeout(refreshTimer);
+      clearTimeout(heartbeatTimer);
       if (ws) {
         ws.onclose = ws.onmessage = null;
         try { ws.close(1000, "closed"); } catch { /* already closing */ }

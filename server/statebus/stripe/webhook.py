@@ -46,6 +46,24 @@ BODY_SECONDS = 30.0
 RETRY_AFTER_SECONDS = 10
 
 
+_refusals_told = False
+
+
+def refused_unconfigured() -> None:
+    """Says once per process why webhooks get 503 and what to set: the warning at start
+    scrolls away, and Stripe keeps retrying, so one line per request would flood."""
+    global _refusals_told
+    if _refusals_told:
+        return
+    _refusals_told = True
+    log.warning(
+        "refused a Stripe webhook (503): STRIPE_WEBHOOK_SECRET is not set. Set it to the"
+        " endpoint's signing secret (whsec_..., from Stripe's dashboard or from"
+        " scripts/fake_stripe.py) and restart; Stripe retries refused events, and"
+        " `statebus reconcile` repairs anything missed. (Said once per process.)"
+    )
+
+
 class EventHead(msgspec.Struct):
     """What the endpoint reads of an event; msgspec skips everything else without
     building it. `data` maps to raw JSON text, decoded further only for the customer."""
@@ -216,6 +234,7 @@ async def store(request: Request, event: EventHead, body: bytearray) -> bool:
 async def stripe_webhook(request: Request) -> Response:
     secrets = runtime(request).settings.stripe_webhook_secrets
     if not secrets:
+        refused_unconfigured()
         raise HTTPError(503, "stripe_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
     slots = slots_of(request)
     if not slots.take():
