@@ -217,7 +217,7 @@ async def test_the_monitor_role_cannot_stall_billing_or_migrate(
                 await monitor.execute(f"LOCK TABLE statebus.{table} IN EXCLUSIVE MODE")
     # And an open transaction over what the monitor may read.
     await monitor.execute("BEGIN")
-    await monitor.fetch("SELECT id FROM statebus.stripe_events")
+    await monitor.fetch("SELECT * FROM statebus.stripe_event_counts")
 
     async with httpx.AsyncClient(base_url=quiet.http, timeout=30) as http:
         started = time.monotonic()
