@@ -1,20 +1,16 @@
 """The WebSocket protocol uvicorn runs for statebus (`ws=` in serve.py): a vendored fork
 of uvicorn 0.55.0's `uvicorn/protocols/websockets/websockets_sansio_impl.py`
 (`WebSocketsSansIOProtocol`, on websockets 17), rewritten to hold little per open socket.
-pyproject.toml bounds both to the releases it was checked against; uvicorn's own
-WebSocket tests run against it (scripts/upstream_ws_tests.py, the few that do not apply
-listed in tests/upstream/EXPECTED_FAILURES.txt); docs/architecture.md "The socket
+pyproject.toml bounds both to the releases it was checked against by uvicorn's own
+WebSocket tests (scripts/upstream_ws_tests.py); docs/architecture.md "The socket
 protocol fork" says how to re-sync it on an upgrade.
 
-Same wire behaviour and ASGI events as upstream: handshake, denial response extension,
-keepalive (wskeepalive.py), 1012 on shutdown, a close that waits `close_timeout` for
-the peer's close frame, reads paused while a message waits for the app, sends paused
-while the transport's writes are. What it does not keep per open socket (upstream does):
-the parsed request, the prepared response and the `ServerProtocol` that parsed them
-(its parser frame keeps the request), all dropped once the app has answered; an
-`asyncio.Queue` (~3 KiB; here a list, and a future only while the app waits); an
-`asyncio.Event` for flow control (a future only while writes pause); a second
-keepalive timer; an instance `__dict__` (the protocol is slotted).
+Same wire behaviour and ASGI events as upstream. What it does not keep per open socket
+(upstream does): the parsed request, the prepared response and the `ServerProtocol`
+that parsed them (its parser frame keeps the request), all dropped once the app has
+answered; an `asyncio.Queue` (~3 KiB; here a list, and a future only while the app
+waits); an `asyncio.Event` for flow control (a future only while writes pause); a
+second keepalive timer (wskeepalive.py); an instance `__dict__` (it is slotted).
 """
 
 from __future__ import annotations
@@ -51,8 +47,7 @@ CLOSE_TIMEOUT = 10.0  # for the peer's close frame after ours (uvicorn's figure)
 class LeanWebSocketProtocol(Keepalive):
     __slots__ = tuple(
         "config app loop server_state app_state transport conn scope response denial inbox"
-        " waiter drained close_timer close_timeout"
-        " state read_paused text fragments".split()
+        " waiter drained close_timer close_timeout state read_paused text fragments".split()
     )
 
     def __init__(
@@ -125,7 +120,11 @@ class LeanWebSocketProtocol(Keepalive):
             self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
             self._end("closing" if self.state in ("open", "closing") else "refused")
             return
-        if self.conn.handshake_exc is not None and self.state == "handshake" and not self.response:
+        if (
+            self.conn.handshake_exc is not None
+            and self.state == "handshake"
+            and self.response is None
+        ):
             # An unparseable request: websockets queued a 414 or 431, or nothing (then 400).
             output = b"".join(self.conn.data_to_send())
             if not output:
