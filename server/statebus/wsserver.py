@@ -1,38 +1,28 @@
-"""The WebSocket protocol uvicorn runs for statebus (`ws=` in serve.py): uvicorn's
-websockets-sansio protocol, rewritten to hold little per open socket.
+"""The WebSocket protocol uvicorn runs for statebus (`ws=` in serve.py): a vendored fork
+of uvicorn 0.55.0's `uvicorn/protocols/websockets/websockets_sansio_impl.py`
+(`WebSocketsSansIOProtocol`, on websockets 17), rewritten to hold little per open socket.
+pyproject.toml bounds both to the releases it was checked against by uvicorn's own
+WebSocket tests (scripts/upstream_ws_tests.py); docs/architecture.md "The socket
+protocol fork" says how to re-sync it on an upgrade.
 
-Same wire behaviour and the same ASGI events: the `websockets` sans-I/O `ServerProtocol`
-parses and frames, keepalive pings every `ws_ping_interval` and fails a socket whose
-pong is `ws_ping_timeout` late (1011), a server shutdown closes with 1012, a close the
-app sends waits up to 10 s for the client's, reads pause while a message waits for the
-app, sends wait while the transport is paused. What it does not keep, per socket, for
-as long as the socket is open (uvicorn's keeps all of them: ~10 KiB of RSS per idle
-socket, docs/architecture.md "Memory per socket"):
-
-- the parsed request and the prepared response (their headers, twice): both are
-  dropped once the app has accepted or refused the socket, and so is the
-  `ServerProtocol` that parsed the request (its parser frame keeps it);
-- an `asyncio.Queue` (three deques and an event, ~3 KiB) for what is at most a message
-  or two waiting for the app: here a list and a future made only while the app waits;
-- an `asyncio.Event` for write flow control: a future made only while writes pause;
-- an instance `__dict__`: the protocol is slotted.
-
-It does not offer the `websocket.http.response` extension (statebus never sends a
-denial response; uvicorn's offers it): a socket is accepted, or refused with 403. Nor
-per-message deflate, which statebus turns off.
+Same wire behaviour and ASGI events as upstream. What it does not keep per open socket
+(upstream does): the parsed request, the prepared response and the `ServerProtocol`
+that parsed them (its parser frame keeps the request), all dropped once the app has
+answered; an `asyncio.Queue` (~3 KiB; here a list, and a future only while the app
+waits); an `asyncio.Event` for flow control (a future only while writes pause); a
+second keepalive timer (wskeepalive.py); an instance `__dict__` (it is slotted).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import struct
 from http import HTTPStatus
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from starlette.types import Message
 from uvicorn.config import Config
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
@@ -40,26 +30,24 @@ from websockets.http11 import Request, Response
 
 from statebus.wshandshake import (
     accepted,
+    denial_response,
     frames_protocol,
     handshake_protocol,
     log_outcome,
     scope_of,
 )
+from statebus.wskeepalive import Keepalive, State
 
 __all__ = ["ClientDisconnected", "LeanWebSocketProtocol"]
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own lines, as its protocol logs them
-CLOSE_TIMEOUT = 10.0  # for the client's close frame after ours (uvicorn's figure)
+CLOSE_TIMEOUT = 10.0  # for the peer's close frame after ours (uvicorn's figure)
 
 
-class ClientDisconnected(OSError):
-    """A send after the client has gone (ASGI: an OSError; Starlette maps it to 1006)."""
-
-
-class LeanWebSocketProtocol(asyncio.Protocol):
+class LeanWebSocketProtocol(Keepalive):
     __slots__ = tuple(
-        "config app loop server_state app_state transport conn scope request response inbox"
-        " waiter drained timer ping_payload state read_paused text fragments".split()
+        "config app loop server_state app_state transport conn scope response denial inbox"
+        " waiter drained close_timer close_timeout state read_paused text fragments".split()
     )
 
     def __init__(
@@ -77,16 +65,17 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn = handshake_protocol(config, log)  # frames_protocol() once accepted
         self.scope: dict[str, Any] | None = None  # until the app accepts or refuses
-        self.request: Request | None = None  # likewise
         self.response: Response | None = None  # likewise: the 101 to send on accept
+        self.denial: tuple[int, list[tuple[str, str]], bytes] | None = None  # while denying
         self.inbox: list[Message] = []  # events the app has not received yet
         self.waiter: asyncio.Future[None] | None = None  # while the app waits for one
         self.drained: asyncio.Future[None] | None = None  # while writing is paused
-        self.timer: asyncio.TimerHandle | None = None  # next ping, pong deadline or close
-        self.ping_payload: bytes | None = None  # the ping awaiting its pong
-        # handshake: the app has not accepted; open: accepted; closing: a close frame was
-        # sent (or the socket refused); gone: the transport is lost
-        self.state: Literal["handshake", "open", "closing", "gone"] = "handshake"
+        self.ping_timer: asyncio.TimerHandle | None = None  # wskeepalive.py
+        self.ping_payload: bytes | None = None
+        self.ping_sent_at = 0.0
+        self.close_timer: asyncio.TimerHandle | None = None  # while awaiting the peer's close
+        self.close_timeout = CLOSE_TIMEOUT
+        self.state: State = "handshake"
         self.read_paused = False
         self.text = False  # the message being received is text
         self.fragments: list[bytes | bytearray | memoryview] = []
@@ -98,12 +87,13 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        code = 1006 if self.state == "handshake" else 1005
+        self._stop_keepalive()
+        self._cancel_close_timer()
+        code = 1005 if self.state in ("open", "closing") else 1006
         self._deliver({"type": "websocket.disconnect", "code": code})
         self.server_state.connections.discard(self)
         self.state = "gone"
-        self.scope = self.request = self.response = None
+        self.scope = self.response = self.denial = None
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)  # nothing will drain now: senders must see "gone"
         if exc is None:
@@ -128,9 +118,20 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             code = close.code if close is not None else 1002
             reason = close.reason if close is not None else ""
             self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self._flush()
-            self.state = "closing"
-            self.transport.close()
+            self._end("closing" if self.state in ("open", "closing") else "refused")
+            return
+        if (
+            self.conn.handshake_exc is not None
+            and self.state == "handshake"
+            and self.response is None
+        ):
+            # An unparseable request: websockets queued a 414 or 431, or nothing (then 400).
+            output = b"".join(self.conn.data_to_send())
+            if not output:
+                reason = "Failed to open a WebSocket connection: invalid request.\n"
+                output = self.conn.reject(400, reason).serialize()
+            self.transport.write(output)
+            self._end("refused")
             return
         for event in self.conn.events_received():
             if isinstance(event, Request):
@@ -142,24 +143,22 @@ class LeanWebSocketProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: 1012 to open sockets (a 500 before the handshake)."""
-        self._cancel_timer()
+        self._stop_keepalive()
         if self.state == "open":
             self._deliver({"type": "websocket.disconnect", "code": 1012})
             self.conn.send_close(1012)
             self._flush()
         elif self.state == "handshake":
             self._send_500()
+        self._cancel_close_timer()
         self.transport.close()
 
     def _handshake(self, request: Request) -> None:
-        response = self.conn.accept(request)
+        response = self.response = self.conn.accept(request)
         if response.status_code != 101:  # not a valid WebSocket handshake: no app call
-            self.state = "closing"
             self.conn.send_response(response)
-            self._flush()
-            self.transport.close()
+            self._end("refused")
             return
-        self.request, self.response = request, response
         self.scope = scope_of(request, self.transport, self.config, self.app_state)
         self._deliver({"type": "websocket.connect"})
         task = self.loop.create_task(self._run_asgi())
@@ -170,7 +169,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         # The scope is not a local here: once the app drops it (after the handshake),
         # nothing of this frame keeps its headers alive.
         try:
-            await self.app(self.scope, self.receive, self.send)
+            result = await self.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
         except BaseException:
@@ -180,15 +179,24 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             if self.state == "handshake":
                 log.error("ASGI callable returned without completing handshake.")
                 self._send_500()
-        if self.state != "closing" or self.timer is None:
+            elif result is not None:
+                log.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.state == "denying":  # the app ended mid-response: what it gave goes out
+            self._denial_body({"body": b""})
+        if self.close_timer is None:  # else the peer's close frame, or the timeout, ends it
             self.transport.close()
 
     def _send_500(self) -> None:
-        if self.state != "handshake":
-            return
-        self.state = "closing"
-        self.conn.send_response(self.conn.reject(500, "Internal Server Error"))
+        if self.state == "handshake":
+            self.conn.send_response(self.conn.reject(500, "Internal Server Error"))
+            self._flush()
+
+    def _end(self, state: State) -> None:
+        """Sends what websockets queued (a close frame or a response) and closes."""
         self._flush()
+        self.state = state
+        self._stop_keepalive()
+        self.transport.close()
 
     # frames from the client
 
@@ -202,10 +210,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._flush()  # websockets queued the pong
             return
         elif opcode == Opcode.PONG:
-            if self.ping_payload is not None and bytes(frame.data) == self.ping_payload:
-                self.ping_payload = None
-                self._cancel_timer()
-                self._schedule_ping()
+            self._pong(bytes(frame.data))
             return
         elif opcode == Opcode.CLOSE:
             self._closed_by_client()
@@ -216,7 +221,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def _message(self) -> None:
         data = b"".join(self.fragments)
         self.fragments = []
-        if self.state == "closing":
+        if self.state != "open":
             return  # past the app's close: read on only for the client's close frame
         if self.text:
             try:
@@ -225,9 +230,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 log.exception("Invalid UTF-8 sequence received from client.")
                 self.conn.send_close(1007)
                 self._deliver({"type": "websocket.disconnect", "code": 1007, "reason": ""})
-                self._flush()
-                self.state = "closing"
-                self.transport.close()
+                self._end("closing")
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
@@ -238,8 +241,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
 
     def _closed_by_client(self) -> None:
         if self.state == "closing":  # the client answered our close frame
-            if self.timer is not None:
-                self._cancel_timer()
+            if self.close_timer is not None:
+                self._cancel_close_timer()
                 self.transport.close()
             return
         if not self.transport.is_closing():
@@ -249,41 +252,13 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
             )
             self._flush()  # websockets queued the answering close frame
+            self._stop_keepalive()
             self.transport.close()
 
-    # keepalive: one timer per socket, for the next ping or the pong's deadline
-
-    def _schedule_ping(self) -> None:
-        interval = self.config.ws_ping_interval
-        if interval is not None and interval > 0:
-            self.timer = self.loop.call_later(interval, self._ping)
-
-    def _ping(self) -> None:
-        self.timer = None
-        if self.state != "open" or self.transport.is_closing():
-            return
-        self.ping_payload = struct.pack("!I", random.getrandbits(32))
-        self.conn.send_ping(self.ping_payload)
-        self._flush()
-        timeout = self.config.ws_ping_timeout
-        if timeout is not None:
-            self.timer = self.loop.call_later(timeout, self._pong_missed)
-        else:
-            self._schedule_ping()
-
-    def _pong_missed(self) -> None:
-        self.timer = self.ping_payload = None
-        if self.state != "open" or self.transport.is_closing():
-            return
-        self.conn.fail(1011, "keepalive ping timeout")
-        self._flush()
-        self.state = "closing"
-        self.transport.close()
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def _cancel_close_timer(self) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
 
     # the ASGI side
 
@@ -316,18 +291,27 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._accept(message)
             elif kind == "websocket.close":
                 self._refuse()
+            elif kind == "websocket.http.response.start":
+                self._deny(message)
             else:
                 raise RuntimeError(
-                    f"Expected ASGI message 'websocket.accept' or 'websocket.close', got {kind!r}"
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' "
+                    f"or 'websocket.http.response.start' but got '{kind}'."
                 )
         elif self.state == "open":
             try:
                 self._send_open(kind, message)
-            except InvalidState:  # a close frame went out already (a server shutdown)
+            except InvalidState:  # a close frame went out already (the peer's or a shutdown)
                 raise ClientDisconnected() from None
+        elif self.state == "denying":
+            if kind != "websocket.http.response.body":
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.http.response.body' but got '{kind}'."
+                )
+            self._denial_body(message)
         else:
             raise RuntimeError(
-                f"Unexpected ASGI message {kind!r}, after sending 'websocket.close'."
+                f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
             )
 
     def _send_open(self, kind: str, message: Message) -> None:
@@ -342,7 +326,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._close(message.get("code", 1000), message.get("reason") or "")
         else:
             raise RuntimeError(
-                f"Expected ASGI message 'websocket.send' or 'websocket.close', got {kind!r}"
+                f"Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
             )
 
     def _accept(self, message: Message) -> None:
@@ -350,23 +334,48 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         log_outcome(log, self.scope, "[accepted]")
         response = accepted(self.response, self.server_state.default_headers, message)
         # The handshake is over: what it parsed and built is not needed any more.
-        self.scope = self.request = self.response = None
+        self.scope = self.response = None
         if not self.transport.is_closing():
             self.state = "open"
             self.conn.send_response(response)
             self._flush()
-            self.conn = frames_protocol(self.config, log)  # holds no request (wshandshake.py)
-            self._schedule_ping()
+            self.conn = frames_protocol(self.config, log, self.conn)  # no request kept
+            interval = self.config.ws_ping_interval
+            if interval is not None and interval > 0:
+                self._schedule_ping(interval)
 
     def _refuse(self) -> None:
         assert self.scope is not None
         self._deliver({"type": "websocket.disconnect", "code": 1006})
         log_outcome(log, self.scope, "403")
-        self.scope = self.request = self.response = None
-        self.state = "closing"
+        self.scope = self.response = None
         self.conn.send_response(self.conn.reject(HTTPStatus.FORBIDDEN, ""))
-        self._flush()
-        self.transport.close()
+        self._end("refused")
+
+    def _deny(self, message: Message) -> None:
+        """`websocket.http.response.start`: sent whole with the last body message."""
+        assert self.scope is not None
+        status = message["status"]
+        if not 100 <= status < 600:
+            raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
+        log_outcome(log, self.scope, str(status))
+        self.scope = self.response = None
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])
+        ]
+        self.denial = (status, headers, b"")
+        self.state = "denying"
+
+    def _denial_body(self, message: Message) -> None:
+        assert self.denial is not None
+        status, headers, body = self.denial
+        body += message["body"]
+        self.denial = (status, headers, body)
+        if not message.get("more_body", False):
+            self.denial = None
+            self._deliver({"type": "websocket.disconnect", "code": 1006})
+            self.conn.send_response(denial_response(status, headers, body))
+            self._end("refused")
 
     def _close(self, code: int, reason: str) -> None:
         if self.transport.is_closing():
@@ -375,11 +384,11 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.conn.send_close(code, reason)
         self._flush()
         self.state = "closing"
-        self._cancel_timer()  # no more pings: the timer now waits for the client's close
+        self._stop_keepalive()  # no more pings: the close timer waits for the peer's close
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
     def _flush(self) -> None:
         output = self.conn.data_to_send()

@@ -11,6 +11,7 @@ import uvicorn
 from starlette.types import Message, Receive, Send
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -63,22 +64,48 @@ class App:
                 return
 
 
+class Denier:
+    """Refuses with a 401 response, its body in two parts; or, with `finish=False`,
+    returns after the first part."""
+
+    def __init__(self, finish: bool = True) -> None:
+        self.finish = finish
+        self.got: list[Message] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        assert "websocket.http.response" in scope["extensions"]
+        self.got.append(await receive())
+        start = {"type": "websocket.http.response.start", "status": 401}
+        await send({**start, "headers": [(b"www-authenticate", b"Bearer")]})
+        await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+        if self.finish:
+            await send({"type": "websocket.http.response.body", "body": b"token"})
+            self.got.append(await receive())
+
+
 class Pair:
-    def __init__(self, ping: float | None = 20.0, pong: float | None = 20.0) -> None:
-        self.app = App()
+    def __init__(
+        self,
+        ping: float | None = 20.0,
+        pong: float | None = 20.0,
+        app: App | Denier | None = None,
+        deflate: bool = False,
+    ) -> None:
+        self.app = app if isinstance(app, App) else App()
         config = uvicorn.Config(
-            self.app,
+            app or self.app,
             log_config=None,
             proxy_headers=False,
             ws_ping_interval=ping,
-            ws_per_message_deflate=False,
+            ws_per_message_deflate=deflate,
         )
         config.ws_ping_timeout = pong
         self.state = ServerState()
         self.server = LeanWebSocketProtocol(config, self.state, {})
         self.transport = Transport()
         self.server.connection_made(self.transport)
-        self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/v1/ws"))
+        offer = [ClientPerMessageDeflateFactory()] if deflate else None
+        self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/v1/ws"), extensions=offer)
 
     def connected(self) -> bool:
         """Whether uvicorn's server state counts the socket (its set is typed for
@@ -104,7 +131,7 @@ class Pair:
 async def test_accept_drops_the_handshake_and_messages_reach_the_app() -> None:
     pair = Pair()
     await pair.open()
-    assert (pair.server.scope, pair.server.request, pair.server.response) == (None, None, None)
+    assert (pair.server.scope, pair.server.response, pair.server.denial) == (None, None, None)
     pair.client.send_text(b"hello")
     pair.to_server()
     assert await asyncio.wait_for(pair.app.got.get(), 1) == {
@@ -142,7 +169,7 @@ async def test_app_close_waits_for_the_clients_close_frame() -> None:
     with pytest.raises(RuntimeError):
         await pair.app.send({"type": "websocket.send", "text": "late"})
     pair.to_server()  # the client's sans-I/O protocol answered the close
-    assert pair.transport.closing and pair.server.timer is None
+    assert pair.transport.closing and pair.server.close_timer is None
 
 
 async def test_shutdown_closes_with_1012_and_later_sends_raise_disconnected() -> None:
@@ -169,12 +196,15 @@ async def test_a_missed_pong_fails_the_socket_with_1011() -> None:
 
 
 async def test_an_answered_ping_keeps_the_socket() -> None:
-    pair = Pair(ping=0.05, pong=0.05)
+    pair = Pair(ping=0.02, pong=0.5)
     await pair.open()
-    for _ in range(3):
-        await asyncio.sleep(0.06)
-        pair.to_client()  # the client's sans-I/O protocol answers pings
+    pings, deadline = 0, asyncio.get_running_loop().time() + 5
+    while pings < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+        events = pair.to_client()  # the client's sans-I/O protocol answers pings
+        pings += sum(isinstance(e, Frame) and e.opcode == Opcode.PING for e in events)
         pair.to_server()
+    assert pings == 3  # each one sent after the last was answered, none missed
     assert not pair.transport.closing and pair.server.state == "open"
 
 
@@ -198,7 +228,84 @@ async def test_transport_loss_tells_the_app_and_fails_later_sends() -> None:
         await pair.app.send({"type": "websocket.send", "text": "late"})
 
 
-async def test_per_message_deflate_is_refused_at_start() -> None:
-    config = uvicorn.Config(App(), log_config=None)  # uvicorn's default offers deflate
-    with pytest.raises(ValueError, match="deflate"):
-        LeanWebSocketProtocol(config, ServerState(), {})
+async def test_per_message_deflate_is_negotiated_when_the_config_offers_it() -> None:
+    pair = Pair(deflate=True)  # uvicorn's default; statebus's serve.py turns it off
+    await pair.open()
+    assert [type(e).__name__ for e in pair.client.extensions] == ["PerMessageDeflate"]
+    pair.client.send_text(b"squeezed " * 50)
+    pair.to_server()
+    got = await asyncio.wait_for(pair.app.got.get(), 1)
+    assert got == {"type": "websocket.receive", "text": "squeezed " * 50}
+
+
+async def test_a_denial_response_goes_out_whole_with_its_last_body() -> None:
+    denier = Denier()
+    pair = Pair(app=denier)
+    pair.client.send_request(pair.client.connect())
+    pair.to_server()
+    await asyncio.wait_for(pair.state.tasks.pop(), 1)
+    (response,) = pair.to_client()
+    assert isinstance(response, Response) and response.status_code == 401
+    assert (response.headers["WWW-Authenticate"], response.body) == ("Bearer", b"no token")
+    assert denier.got[-1] == {"type": "websocket.disconnect", "code": 1006}
+    assert pair.transport.closing and pair.server.denial is None
+
+
+async def test_an_app_that_ends_mid_denial_sends_what_it_gave() -> None:
+    pair = Pair(app=Denier(finish=False))
+    pair.client.send_request(pair.client.connect())
+    pair.to_server()
+    await asyncio.wait_for(pair.state.tasks.pop(), 1)
+    (response,) = pair.to_client()
+    assert isinstance(response, Response) and (response.status_code, response.body) == (401, b"no ")
+    assert pair.transport.closing
+
+
+async def test_a_close_gives_up_after_close_timeout_without_the_peers_reply() -> None:
+    pair = Pair()
+    await pair.open()
+    pair.server.close_timeout = 0.01
+    assert pair.app.send is not None
+    await pair.app.send({"type": "websocket.close", "code": 1000})
+    assert not pair.transport.closing and pair.server.close_timer is not None
+    await asyncio.sleep(0.05)
+    assert pair.transport.closing
+    pair.server.connection_lost(None)
+    assert pair.server.close_timer is None
+
+
+async def test_sends_wait_while_writes_are_paused_and_fail_if_the_transport_goes() -> None:
+    pair = Pair()
+    await pair.open()
+    assert pair.app.send is not None
+    pair.server.pause_writing()
+    sending = asyncio.ensure_future(pair.app.send({"type": "websocket.send", "text": "a"}))
+    await asyncio.sleep(0.01)
+    assert not sending.done() and pair.transport.written == b""
+    pair.server.resume_writing()
+    await asyncio.wait_for(sending, 1)
+    assert [e.data for e in pair.to_client() if isinstance(e, Frame)] == [b"a"]
+    pair.server.pause_writing()
+    sending = asyncio.ensure_future(pair.app.send({"type": "websocket.send", "text": "b"}))
+    await asyncio.sleep(0.01)
+    pair.server.connection_lost(None)
+    with pytest.raises(ClientDisconnected):
+        await asyncio.wait_for(sending, 1)
+
+
+async def test_a_send_after_the_peers_close_raises_disconnected() -> None:
+    pair = Pair()
+    await pair.open()
+    pair.client.send_close(1000)
+    pair.to_server()  # the transport is closing, but not lost yet
+    assert pair.app.send is not None
+    with pytest.raises(ClientDisconnected):
+        await pair.app.send({"type": "websocket.send", "text": "late"})
+
+
+async def test_an_idle_open_socket_holds_no_timer_but_keepalive_and_no_queue() -> None:
+    pair = Pair()
+    await pair.open()
+    assert not hasattr(pair.server, "__dict__")
+    assert pair.server.ping_timer is not None and pair.server.close_timer is None
+    assert pair.server.drained is None and pair.server.inbox == []
