@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service
 
-        await stripe_service.start(rt)
+        rt.stripe = await stripe_service.start(settings, dsn, pool)
         background = [
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
             yield
         finally:
             rt.begin_drain()  # sockets close with 1012: clients reconnect with since
-            await stripe_service.stop(rt)
+            service, rt.stripe = rt.stripe, None
+            await stripe_service.stop(service)
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

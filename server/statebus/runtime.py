@@ -14,7 +14,7 @@ from statebus.delivery import DeliveryHealth
 from statebus.hub import Hub
 from statebus.listener import Listener
 
-if TYPE_CHECKING:  # the Stripe package imports this module; only its type comes back
+if TYPE_CHECKING:  # only the type: `import statebus` stays free of the `stripe` library
     from statebus.stripe.service import StripeService
 
 

@@ -1,6 +1,8 @@
 """The Stripe side of a running app: its API client, its inbox worker, its change locks.
 
-Made by the app's lifespan when STRIPE_API_KEY is set (`Runtime.stripe`), else absent:
+Made by the app's lifespan when STRIPE_API_KEY is set: `start()` returns the service and
+the lifespan stores it as `Runtime.stripe` (this module never imports the runtime's
+module for that, so the two stay out of each other's import graph); else absent:
 the billing routes then answer 503 and the webhook still stores events (when a webhook
 secret is set), which are applied once the key is configured.
 """
@@ -14,8 +16,8 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from statebus import metrics, sqlfiles
+from statebus.config import Settings
 from statebus.keylocks import KeyLocks
-from statebus.runtime import Runtime
 from statebus.stripe.client import StripeGateway
 from statebus.stripe.worker import InboxWorker
 
@@ -31,18 +33,19 @@ class StripeService:
     counting: asyncio.Task[None] | None = None
 
 
-async def start(rt: Runtime) -> None:
-    if not rt.settings.stripe_api_key:
-        return
-    gateway = StripeGateway(rt.settings)
-    worker = InboxWorker(rt.dsn, rt.pool, gateway, connect=rt.settings.stripe_connect)
-    rt.stripe = StripeService(gateway, worker)
+async def start(settings: Settings, dsn: str, pool: asyncpg.Pool) -> StripeService | None:
+    """The running service, or None when no STRIPE_API_KEY is set."""
+    if not settings.stripe_api_key:
+        return None
+    gateway = StripeGateway(settings)
+    worker = InboxWorker(dsn, pool, gateway, connect=settings.stripe_connect)
+    service = StripeService(gateway, worker)
     worker.start()
-    rt.stripe.counting = asyncio.create_task(_count_duplicates(rt.pool), name="stripe-duplicates")
+    service.counting = asyncio.create_task(_count_duplicates(pool), name="stripe-duplicates")
+    return service
 
 
-async def stop(rt: Runtime) -> None:
-    service, rt.stripe = rt.stripe, None
+async def stop(service: StripeService | None) -> None:
     if service is not None:
         if service.counting is not None:
             service.counting.cancel()
