@@ -1,10 +1,11 @@
 """In-process fan-out from the one LISTEN connection to this process's socket subscribers.
 
 The listener calls `Hub.publish()` with each new version's `Frame` (encoded once);
-each WebSocket registers a `Subscriber` with `Hub.subscribe()`, giving it a sink that
-sends one text frame. The hub never talks to the database, and it never holds more
-than one unsent frame per subscriber: a slow socket skips intermediate versions
-(latest wins) instead of growing a queue or slowing `publish()` down for others.
+each WebSocket registers a `Subscriber` with `Hub.add()` (and `Hub.remove()` when it
+ends), giving it a sink that sends one text frame. The hub never talks to the database,
+and it never holds more than one unsent frame per subscriber: a slow socket skips
+intermediate versions (latest wins) instead of growing a queue or slowing `publish()`
+down for others.
 
 An idle subscriber is a small slotted object and no task: a send task exists only
 while a frame is on its way. Everything here runs on the event loop's thread, so no
@@ -14,8 +15,7 @@ locks are needed; nothing in this module may be called from another thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 __all__ = ["Frame", "Hub", "Subscriber"]
@@ -132,28 +132,14 @@ class Hub:
         self._total = 0
         self._closing: object | None = None
 
-    def subscribe(
-        self, user_id: str, sink: Sink, on_close: OnClose | None = None, *, since_version: int = -1
-    ) -> AbstractAsyncContextManager[Subscriber]:
-        """Register a subscriber for `user_id` for the duration of an `async with`.
-
-        Nothing at or below `since_version` is sent (-1, the default, sends version 0,
-        "no rows yet", which is a real version). The subscriber is removed on exit
-        however the block ends. After `close_all()` it is closed at once.
-        """
-        return self._subscription(Subscriber(user_id, sink, on_close, since_version=since_version))
-
-    @asynccontextmanager
-    async def _subscription(self, sub: Subscriber) -> AsyncIterator[Subscriber]:
-        self.add(sub)
-        try:
-            yield sub
-        finally:
-            self.remove(sub)
-
     def add(self, sub: Subscriber) -> None:
-        """Register `sub` until `remove(sub)`: `subscribe()` without the context manager,
-        for the socket endpoint, whose idle frame should hold no generator (ws.py)."""
+        """Register `sub` until `remove(sub)`, which the socket calls in a `finally`.
+
+        Nothing at or below the subscriber's `since_version` is sent (-1, the default,
+        sends version 0, "no rows yet", which is a real version). After `close_all()`
+        it is closed at once. A plain pair of calls rather than a context manager: an
+        idle socket's frame then holds no generator (ws.py).
+        """
         self._subscribers.setdefault(sub.user_id, set()).add(sub)
         self._total += 1
         if self._closing is not None:
@@ -209,8 +195,8 @@ class Hub:
     def close_all(self, reason: object) -> None:
         """Graceful shutdown: every current and future subscriber is closed with `reason`.
 
-        Subscribers stay registered until their `async with` exits, so counts fall as
-        sockets actually close.
+        Subscribers stay registered until their socket calls `remove()`, so counts fall
+        as sockets actually close.
         """
         self._closing = reason
         for subs in list(self._subscribers.values()):

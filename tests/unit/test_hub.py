@@ -44,55 +44,56 @@ def released(sub: Subscriber) -> Subscriber:
     return sub
 
 
+def added(hub: Hub, user_id: str, sink: Sink, *, on_close: bool = False) -> Subscriber:
+    """Registers a subscriber the way the socket endpoint does (ws.py: `Hub.add`)."""
+    sub = Subscriber(user_id, sink, sink.on_close if on_close else None)
+    hub.add(sub)
+    return sub
+
+
 async def test_publish_reaches_only_that_users_subscribers() -> None:
     hub = Hub()
     a1, a2, b = Sink(), Sink(), Sink()
-    async with (
-        hub.subscribe("u1", a1) as s1,
-        hub.subscribe("u1", a2) as s2,
-        hub.subscribe("u2", b) as s3,
-    ):
-        for sub in (s1, s2, s3):
-            sub.release()
-        assert hub.publish(frame(1, "u1")) == 2
-        await wait_for(lambda: a1.versions() == [1] and a2.versions() == [1])
-        assert b.sent == []
-        assert hub.publish(frame(1, "nobody")) == 0
-        assert sorted(hub.user_ids()) == ["u1", "u2"]
-        assert hub.subscriber_count("u1") == 2
-        assert hub.subscriber_count("u2") == 1
-        assert hub.subscriber_count("nobody") == 0
-        assert hub.subscriber_count() == 3
-        assert hub.latest_version("u1") == 1 and hub.latest_version("u2") == -1
+    subs = [added(hub, "u1", a1), added(hub, "u1", a2), added(hub, "u2", b)]
+    for sub in subs:
+        sub.release()
+    assert hub.publish(frame(1, "u1")) == 2
+    await wait_for(lambda: a1.versions() == [1] and a2.versions() == [1])
+    assert b.sent == []
+    assert hub.publish(frame(1, "nobody")) == 0
+    assert sorted(hub.user_ids()) == ["u1", "u2"]
+    assert hub.subscriber_count("u1") == 2
+    assert hub.subscriber_count("u2") == 1
+    assert hub.subscriber_count("nobody") == 0
+    assert hub.subscriber_count() == 3
+    assert hub.latest_version("u1") == 1 and hub.latest_version("u2") == -1
 
 
 async def test_a_stalled_socket_holds_one_frame_and_gets_the_latest() -> None:
     hub, sink = Hub(), Sink()
-    async with hub.subscribe("u1", sink) as sub:
-        sub.release()
-        sink.gate.clear()
-        hub.publish(frame(1))  # in flight, blocked in the sink
-        await asyncio.sleep(0)
-        for v in (2, 3, 4):
-            hub.publish(frame(v))
-        assert sub.pending == frame(4)  # one frame held, the newest
-        sink.gate.set()
-        await wait_for(lambda: sink.versions() == [1, 4])
-        hub.publish(frame(3))
-        hub.publish(frame(4))
-        assert sub.pending is None and sub.sent_version == 4
+    sub = released(added(hub, "u1", sink))
+    sink.gate.clear()
+    hub.publish(frame(1))  # in flight, blocked in the sink
+    await asyncio.sleep(0)
+    for v in (2, 3, 4):
+        hub.publish(frame(v))
+    assert sub.pending == frame(4)  # one frame held, the newest
+    sink.gate.set()
+    await wait_for(lambda: sink.versions() == [1, 4])
+    hub.publish(frame(3))
+    hub.publish(frame(4))
+    assert sub.pending is None and sub.sent_version == 4
 
 
 async def test_a_stalled_socket_never_delays_another() -> None:
     hub, slow, fast = Hub(), Sink(), Sink()
     slow.gate.clear()
-    async with hub.subscribe("u1", slow) as s1, hub.subscribe("u1", fast) as s2:
-        s1.release()
-        s2.release()
-        for v in range(1, 50):
-            hub.publish(frame(v))
-            await wait_for(lambda: fast.versions()[-1:] == [v])  # noqa: B023 (awaited here)
-        assert slow.sent == []
+    released(added(hub, "u1", slow))
+    released(added(hub, "u1", fast))
+    for v in range(1, 50):
+        hub.publish(frame(v))
+        await wait_for(lambda: fast.versions()[-1:] == [v])  # noqa: B023 (awaited here)
+    assert slow.sent == []
 
 
 async def test_older_or_equal_offers_are_ignored() -> None:
@@ -130,29 +131,34 @@ async def test_since_version_filters_and_minus_one_sends_version_zero() -> None:
 
 async def test_versions_sent_strictly_increase_under_interleaving() -> None:
     hub, sink = Hub(), Sink()
-    async with hub.subscribe("u1", sink) as sub:
-        sub.release()
-        for v in [1, 3, 2, 5, 4, 4, 6, 9, 8, 7, 10]:
-            hub.publish(frame(v))
-            if v % 3 == 0:
-                await asyncio.sleep(0)
-        await wait_for(lambda: sink.versions()[-1:] == [10])
-        got = sink.versions()
-        assert got == sorted(set(got))
+    released(added(hub, "u1", sink))
+    for v in [1, 3, 2, 5, 4, 4, 6, 9, 8, 7, 10]:
+        hub.publish(frame(v))
+        if v % 3 == 0:
+            await asyncio.sleep(0)
+    await wait_for(lambda: sink.versions()[-1:] == [10])
+    got = sink.versions()
+    assert got == sorted(set(got))
 
 
 @pytest.mark.parametrize("how", ["normal", "exception", "cancel"])
-async def test_unsubscribes_however_the_block_ends(how: str) -> None:
+async def test_unsubscribes_however_the_socket_ends(how: str) -> None:
+    """The endpoint's shape (ws.py): `add`, then `remove` in a `finally`."""
     hub = Hub()
     entered = asyncio.Event()
+    subs: list[Subscriber] = []
 
     async def hold() -> None:
-        async with hub.subscribe("u1", Sink()):
+        sub = added(hub, "u1", Sink())
+        subs.append(sub)
+        try:
             entered.set()
             if how == "exception":
                 raise RuntimeError("socket failed")
             if how == "cancel":
                 await asyncio.Event().wait()
+        finally:
+            hub.remove(sub)
 
     task = asyncio.create_task(hold())
     await entered.wait()
@@ -162,18 +168,22 @@ async def test_unsubscribes_however_the_block_ends(how: str) -> None:
     with pytest.raises(expected) if how != "normal" else contextlib.nullcontext():
         await task
     assert hub.subscriber_count() == 0 and hub.user_ids() == []
+    assert subs[0].closed
+    hub.remove(subs[0])  # a second remove does nothing
+    assert hub.subscriber_count() == 0
 
 
 async def test_close_all_tells_every_socket_and_refuses_new_ones() -> None:
     hub, a, b = Hub(), Sink(), Sink()
-    async with hub.subscribe("u1", a, a.on_close) as s1:
-        s1.release()
-        hub.close_all(1012)
-        assert a.closed == [1012]
-        hub.publish(frame(1))
-        async with hub.subscribe("u2", b, b.on_close) as s2:
-            assert s2.closed and b.closed == [1012]
-        assert hub.subscriber_count() == 1  # counts fall as sockets actually leave
+    s1 = released(added(hub, "u1", a, on_close=True))
+    hub.close_all(1012)
+    assert a.closed == [1012]
+    hub.publish(frame(1))
+    s2 = added(hub, "u2", b, on_close=True)
+    assert s2.closed and b.closed == [1012]
+    hub.remove(s2)
+    assert hub.subscriber_count() == 1  # counts fall as sockets actually leave
+    hub.remove(s1)
     await asyncio.sleep(0)
     assert a.sent == [] and hub.subscriber_count() == 0
 
@@ -185,9 +195,9 @@ async def test_a_failed_send_closes_the_subscriber_once() -> None:
     async def broken(_text: str) -> None:
         raise OSError("connection reset")
 
-    async with hub.subscribe("u1", broken, reasons.append) as sub:
-        sub.release()
-        hub.publish(frame(1))
-        await wait_for(lambda: sub.closed)
-        hub.publish(frame(2))
-        assert len(reasons) == 1 and isinstance(reasons[0], OSError)
+    sub = released(Subscriber("u1", broken, reasons.append))
+    hub.add(sub)
+    hub.publish(frame(1))
+    await wait_for(lambda: sub.closed)
+    hub.publish(frame(2))
+    assert len(reasons) == 1 and isinstance(reasons[0], OSError)
