@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from statebus.messages import notification_decoder
+from statebus.core_messages import notification_decoder
 
 USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
 

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from statebus.app import create_app
 from statebus.client import Session, follow
-from statebus.messages import Envelope
+from statebus.core_messages import Envelope
 
 try:
     __version__ = version("statebus")

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import buildinfo, config, metrics, public, restore, routes, sessions
+from statebus import buildinfo, config, core_routes, metrics, public, restore, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
 from statebus.delivery import DeliveryHealth
@@ -110,16 +110,16 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
 
     return App(
         routes=[
-            Route("/healthz", routes.healthz),
-            Route("/readyz", routes.readyz),
-            Route("/metrics", routes.metrics_endpoint),
-            Route("/v1/state", routes.get_state),
-            Route("/", routes.index),
-            Route("/statebus.js", routes.static_file),
-            Route("/demo.js", routes.static_file),
-            Route("/demo-words.js", routes.static_file),
-            Route("/demo.css", routes.static_file),
-            Route("/statebus.d.ts", routes.static_file),
+            Route("/healthz", core_routes.healthz),
+            Route("/readyz", core_routes.readyz),
+            Route("/metrics", core_routes.metrics_endpoint),
+            Route("/v1/state", core_routes.get_state),
+            Route("/", core_routes.index),
+            Route("/statebus.js", core_routes.static_file),
+            Route("/demo.js", core_routes.static_file),
+            Route("/demo-words.js", core_routes.static_file),
+            Route("/demo.css", core_routes.static_file),
+            Route("/statebus.d.ts", core_routes.static_file),
             Route("/v1/config", public.config),
             *stripe_routes(),
         ],
@@ -132,6 +132,6 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
 
 
 def stripe_routes() -> list[Route]:
-    from statebus.stripe.routes import ROUTES
+    from statebus.stripe.stripe_routes import ROUTES
 
     return ROUTES

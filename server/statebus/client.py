@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from statebus import backoff
-from statebus.messages import (
+from statebus.core_messages import (
     Auth,
     Current,
     Envelope,

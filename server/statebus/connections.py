@@ -36,7 +36,7 @@ from uvicorn.server import ServerState
 from websockets.http11 import Request
 
 from statebus.config import ConfigError
-from statebus.messages import Error, ErrorBody, encoder
+from statebus.core_messages import Error, ErrorBody, encoder
 from statebus.metrics import registry
 from statebus.wshandshake import accepted
 from statebus.wsserver import LeanWebSocketProtocol

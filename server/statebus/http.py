@@ -1,6 +1,6 @@
 """The small HTTP layer every route module shares: JSON answers, errors, bodies, tokens.
 
-Core routes (routes.py) and the Stripe routes (statebus.stripe) both build on this and
+Core routes (core_routes.py) and the Stripe routes (statebus.stripe) both build on this and
 on nothing of each other, so either side can change its routes alone.
 """
 
@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus.auth import AuthError, Principal, bearer_token
-from statebus.messages import ErrorBody, encoder
+from statebus.core_messages import ErrorBody, encoder
 from statebus.runtime import runtime
 
 

@@ -29,10 +29,10 @@ import asyncpg
 import msgspec
 
 from statebus import backoff, metrics, restore, sessions
+from statebus.core_messages import Envelope, notification_decoder
 from statebus.delivery import DeliveryHealth
+from statebus.envelopes import frame_of, read_envelopes
 from statebus.hub import Hub
-from statebus.messages import Envelope, notification_decoder
-from statebus.states import frame_of, read_envelopes
 from statebus.supervisor import ListenSupervisor
 
 log = logging.getLogger("statebus.listener")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from statebus.messages import encoder
+from statebus.core_messages import encoder
 
 FORMATS = ("text", "json")
 

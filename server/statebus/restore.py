@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
+
 from statebus import sqlfiles
-from statebus.states import Database
+from statebus.sessions import Conn
 
 log = logging.getLogger("statebus.restore")
 
 
-async def check(db: Database) -> bool:
+async def check(db: asyncpg.Pool | Conn) -> bool:
     """True when this call found a restore and moved the versions."""
     row = await db.fetchrow(sqlfiles.queries()["check_incarnation"], timeout=60)
     if row is None or not row["restored"]:

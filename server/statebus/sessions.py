@@ -17,6 +17,10 @@ import asyncpg
 
 from statebus import sqlfiles
 
+# The one type for a connection statebus queries on: a plain one (CLI, LISTEN) or one
+# lent by the pool (server). Reads that need no transaction also take the pool itself.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
 
 class PoolConnection(asyncpg.Connection):
     """A pool's connection: its reset (run on every release) sets the session's

@@ -27,9 +27,9 @@ from statebus import address
 from statebus.auth import issue_token
 from statebus.client import SessionClosed, follow
 from statebus.config import Settings
+from statebus.core_messages import Envelope, notification_decoder
 from statebus.database import database_url
-from statebus.messages import Envelope, notification_decoder
-from statebus.states import read_envelopes
+from statebus.envelopes import read_envelopes
 from statebus.supervisor import ListenSupervisor
 
 # How a version's writer reads in a line (the page uses the same words).

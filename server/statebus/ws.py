@@ -19,10 +19,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from statebus import inputs, metrics
 from statebus.auth import AuthError, Principal
+from statebus.core_messages import Auth, Current, Error, Ping, Pong, client_decoder, encoder
+from statebus.envelopes import frame_of, read_state
 from statebus.hub import Subscriber
-from statebus.messages import Auth, Current, Error, Ping, Pong, client_decoder, encoder
 from statebus.runtime import Runtime
-from statebus.states import frame_of, read_state
 from statebus.wsconn import Disconnected, Socket, header
 
 log = logging.getLogger("statebus.ws")
@@ -52,7 +52,7 @@ SERVER_CLOSES = {
 }
 
 
-class Client(Socket):
+class SubscriberSocket(Socket):
     """A socket with the two hooks its `Subscriber` calls: bound methods rather than
     closures, so an idle socket holds no cells and function objects of its own."""
 
@@ -74,7 +74,7 @@ async def websocket_endpoint(rt: Runtime, scope: Scope, receive: Receive, send: 
     idle socket is this one suspended frame (plus the server's own), a `Socket`, a
     `Subscriber` and the expiry timer: nothing else per socket stays alive.
     """
-    ws = Client(receive, send)
+    ws = SubscriberSocket(receive, send)
     try:
         await ws.accept()
         user_id, since, expires_at = await authenticate(ws, rt, scope)

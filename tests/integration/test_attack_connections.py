@@ -20,7 +20,7 @@ import pytest
 
 from statebus.client import Session
 from statebus.connections import Connections
-from statebus.messages import Snapshot
+from statebus.core_messages import Snapshot
 from statebus.testing.server import RunningServer, free_port, settings_for_tests
 from tests.helpers import add_user, seed_plans, wait_for
 

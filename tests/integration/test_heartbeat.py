@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from statebus.client import PING_AFTER, PONG_WITHIN, HeartbeatLost, Session, follow
-from statebus.messages import Envelope, Snapshot
+from statebus.core_messages import Envelope, Snapshot
 from statebus.testing.server import RunningServer
 from tests.helpers import add_user, version_of, wait_for
 from tests.silent_proxy import SilentProxy

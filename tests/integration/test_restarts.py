@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from statebus.client import Session, SessionClosed, follow
-from statebus.messages import Envelope
+from statebus.core_messages import Envelope
 from statebus.testing.server import RunningServer
 from tests.helpers import add_user, seed_plans, wait_for
 from tests.pg import PgServer

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from statebus.client import Session
+from statebus.core_messages import Snapshot
 from statebus.embedded import bin_dir
-from statebus.messages import Snapshot
 from statebus.testing.server import RunningServer, settings_for_tests
 from tests.helpers import add_user, seed_plans, version_of
 from tests.pg import PgServer

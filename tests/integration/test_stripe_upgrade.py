@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from statebus.client import Session
-from statebus.messages import Snapshot
+from statebus.core_messages import Snapshot
 from statebus.testing.fake_stripe import FakeStripe
 from statebus.testing.server import RunningServer
 from tests.helpers import version_of, wait_for

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from statebus.client import Session, SessionClosed
-from statebus.messages import Current, Snapshot
+from statebus.core_messages import Current, Snapshot
 from statebus.testing.server import RunningServer, settings_for_tests
 from tests.helpers import add_user, seed_plans, wait_for
 

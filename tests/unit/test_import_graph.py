@@ -122,6 +122,17 @@ def test_the_checker_sees_a_cycle_and_skips_type_checking_imports() -> None:
 
 def test_the_graph_covers_the_package() -> None:
     graph = import_graph()
-    assert "statebus.stripe.client" in graph["statebus.stripe.service"]
+    assert "statebus.stripe.gateway" in graph["statebus.stripe.service"]
     assert "statebus.hub" in graph["statebus.runtime"]
     assert "statebus.runtime" not in graph["statebus.stripe.service"]
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """A file name says which module it is: `routes.py` twice made every traceback and
+    every `import` line ambiguous."""
+    seen: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(path.relative_to(PACKAGE).as_posix())
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"module names used twice: {shared}"

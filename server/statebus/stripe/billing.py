@@ -26,15 +26,16 @@ from starlette.responses import Response
 
 from statebus import sqlfiles
 from statebus.auth import Principal
+from statebus.envelopes import read_state
 from statebus.http import HTTPError, authenticate, json_response, read_body
 from statebus.inputs import is_clean_text
 from statebus.keylocks import Busy
 from statebus.runtime import runtime
-from statebus.states import read_state
+from statebus.sessions import Conn
 from statebus.stripe import store
-from statebus.stripe.client import StripeGateway, idempotency_key, redact
 from statebus.stripe.facts import ENDED_STATUSES, SubscriptionFacts
-from statebus.stripe.messages import PlanRequest, UrlAnswer, plan_decoder
+from statebus.stripe.gateway import StripeGateway, idempotency_key, redact
+from statebus.stripe.stripe_messages import PlanRequest, UrlAnswer, plan_decoder
 
 log = logging.getLogger("statebus.stripe")
 
@@ -125,7 +126,7 @@ def change_in_progress() -> HTTPError:
 
 
 @contextlib.asynccontextmanager
-async def one_change(request: Request, user_id: str) -> AsyncIterator[store.Conn]:
+async def one_change(request: Request, user_id: str) -> AsyncIterator[Conn]:
     """A pooled connection in a transaction, for one billing change of `user_id`.
 
     The user's earlier changes in this process are waited for first, without a connection

@@ -26,8 +26,8 @@ from statebus.stripe.billing import (
     return_url,
     stripe_failed,
 )
-from statebus.stripe.client import idempotency_key
-from statebus.stripe.messages import UrlAnswer
+from statebus.stripe.gateway import idempotency_key
+from statebus.stripe.stripe_messages import UrlAnswer
 
 
 def _has_subscription() -> HTTPError:

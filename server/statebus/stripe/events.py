@@ -15,9 +15,10 @@ from typing import Any, Literal
 import msgspec
 
 from statebus import sqlfiles
+from statebus.sessions import Conn
 from statebus.stripe import store
-from statebus.stripe.client import StripeGateway
 from statebus.stripe.facts import SubscriptionFacts
+from statebus.stripe.gateway import StripeGateway
 
 SUBSCRIPTION_EVENTS = frozenset(
     {
@@ -136,7 +137,7 @@ def _refused(event: StoredEvent, policy: Policy) -> str | None:
 
 
 async def apply_event(
-    conn: store.Conn, gateway: StripeGateway, event: StoredEvent, policy: Policy
+    conn: Conn, gateway: StripeGateway, event: StoredEvent, policy: Policy
 ) -> Outcome:
     """Applies one event inside the caller's transaction; Stripe errors propagate."""
     refused = _refused(event, policy)
@@ -156,7 +157,7 @@ async def apply_event(
 
 
 async def sync_subscription(
-    conn: store.Conn,
+    conn: Conn,
     gateway: StripeGateway,
     sub_id: str,
     customer: str | None,
@@ -182,7 +183,7 @@ async def sync_subscription(
     return Outcome("applied", result.detail)
 
 
-async def _apply_checkout(conn: store.Conn, gateway: StripeGateway, event: StoredEvent) -> Outcome:
+async def _apply_checkout(conn: Conn, gateway: StripeGateway, event: StoredEvent) -> Outcome:
     """Links `client_reference_id` (the user) to the session's customer, then syncs the
     subscription, all in one transaction: the user gets one version for both. Only
     subscription checkouts link: a one-off payment or a saved card says nothing of plans."""

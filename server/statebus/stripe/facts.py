@@ -1,6 +1,6 @@
 """What statebus reads from a Stripe subscription, and which of a customer's counts.
 
-Read from Stripe's current object shape (API version pinned in client.py) and, where the
+Read from Stripe's current object shape (API version pinned in gateway.py) and, where the
 shape changed, from the older one too: periods live on the items from 2025-03-31 on;
 flexible billing mode (the default for new subscriptions since 2025-09-30) schedules an
 end with `cancel_at` and may leave `cancel_at_period_end` false.

@@ -19,9 +19,10 @@ import stripe
 from statebus import sqlfiles
 from statebus.config import Settings, lock_timeout_ms
 from statebus.database import database_url
+from statebus.sessions import Conn
 from statebus.stripe import store
-from statebus.stripe.client import StripeGateway
 from statebus.stripe.facts import SubscriptionFacts, rank
+from statebus.stripe.gateway import StripeGateway
 
 FIELDS = (
     "plan",
@@ -52,7 +53,7 @@ def _best(candidates: list[store.Resolved]) -> store.Resolved:
 
 
 async def _stripe_subscriptions(
-    conn: store.Conn, gateway: StripeGateway, user_id: str | None
+    conn: Conn, gateway: StripeGateway, user_id: str | None
 ) -> list[SubscriptionFacts]:
     if user_id is None:
         return [facts async for facts in gateway.subscriptions()]
@@ -121,7 +122,7 @@ async def _reconcile(
         await gateway.aclose()
 
 
-async def _differences(conn: store.Conn, owner: str, chosen: store.Resolved) -> list[str]:
+async def _differences(conn: Conn, owner: str, chosen: store.Resolved) -> list[str]:
     local = await conn.fetchrow(sqlfiles.queries()["stripe_local_subscription"], owner)
     plan = chosen.plan or (local["plan"] if local is not None else None)
     if plan is None:
@@ -136,7 +137,7 @@ async def _differences(conn: store.Conn, owner: str, chosen: store.Resolved) -> 
     ]
 
 
-async def _repair(conn: store.Conn, gateway: StripeGateway, sub_id: str) -> bool:
+async def _repair(conn: Conn, gateway: StripeGateway, sub_id: str) -> bool:
     """Writes Stripe's state as read again under the locks (it may have moved meanwhile)."""
     async with conn.transaction():
         await store.lock(conn, sub_id, None)

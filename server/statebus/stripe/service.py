@@ -18,7 +18,7 @@ import asyncpg
 from statebus import metrics, sqlfiles
 from statebus.config import Settings
 from statebus.keylocks import KeyLocks
-from statebus.stripe.client import StripeGateway
+from statebus.stripe.gateway import StripeGateway
 from statebus.stripe.worker import InboxWorker
 
 DUPLICATES_REFRESH_SECONDS = 30.0

@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
 from statebus import metrics, sqlfiles
+from statebus.sessions import Conn
 from statebus.stripe.facts import Item, SubscriptionFacts, rank
 
-# A plain connection (CLI) or one lent by the pool (server).
-Conn = asyncpg.Connection | PoolConnectionProxy
 Source = Literal["stripe_webhook", "upgrade_api", "checkout", "cancel", "resume", "reconcile"]
 # Statuses a customer is charged in: a second such subscription of one user is a duplicate.
 BILLED_STATUSES = frozenset({"active", "trialing", "past_due"})

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import sqlfiles
+from statebus.envelopes import read_state
 from statebus.http import HTTPError, json_response
 from statebus.runtime import runtime
-from statebus.states import read_state
 from statebus.stripe import store
 from statebus.stripe.billing import (
     live_subscription,
@@ -25,8 +25,8 @@ from statebus.stripe.billing import (
     stripe_failed,
     update_until,
 )
-from statebus.stripe.client import idempotency_key
 from statebus.stripe.facts import SubscriptionFacts
+from statebus.stripe.gateway import idempotency_key
 
 
 async def upgrade(request: Request) -> Response:

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statebus import metrics, sqlfiles
+from statebus.core_messages import ErrorBody
 from statebus.http import HTTPError, json_response
 from statebus.inputs import InvalidInput, check_json_bytes, is_clean_text
-from statebus.messages import ErrorBody
 from statebus.runtime import runtime
-from statebus.stripe.messages import WebhookAck
+from statebus.stripe.stripe_messages import WebhookAck
 
 log = logging.getLogger("statebus.stripe")
 

@@ -16,8 +16,8 @@ import asyncpg
 import stripe
 
 from statebus import backoff, metrics, sqlfiles
-from statebus.stripe.client import StripeGateway, is_missing, redact
 from statebus.stripe.events import Outcome, Policy, apply_event
+from statebus.stripe.gateway import StripeGateway, is_missing, redact
 from statebus.stripe.payloads import lean_decoder
 from statebus.stripe.store import PlanConflict
 from statebus.supervisor import ListenSupervisor

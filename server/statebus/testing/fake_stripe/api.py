@@ -25,10 +25,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
+from statebus.testing.fake_stripe.checkout_pages import page
 from statebus.testing.fake_stripe.dashboard import Dashboard
 from statebus.testing.fake_stripe.httpserver import LoopbackServer, drop, reply
 from statebus.testing.fake_stripe.routes import ROUTES
-from statebus.testing.fake_stripe.sessions import page
 from statebus.testing.fake_stripe.state import StripeState
 from statebus.testing.fake_stripe.webhooks import WebhookSender, new_webhook_secret
 from statebus.testing.fake_stripe.wire import JSON, StripeError, new_id, parse_form

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from statebus.testing.fake_stripe.sessions import complete_checkout
+from statebus.testing.fake_stripe.checkout_pages import complete_checkout
 from statebus.testing.fake_stripe.state import StripeState
 from statebus.testing.fake_stripe.wire import JSON
 

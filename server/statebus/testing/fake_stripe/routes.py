@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from statebus.testing.fake_stripe.sessions import session_routes
+from statebus.testing.fake_stripe.checkout_pages import session_routes
 from statebus.testing.fake_stripe.state import ENDED_STATUSES, StripeState
 from statebus.testing.fake_stripe.wire import JSON, StripeError, merge_metadata
 

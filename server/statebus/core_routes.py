@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from statebus import inputs, metrics, sqlfiles
+from statebus.envelopes import read_state
 from statebus.http import HTTPError, authenticate, error_response, json_response
 from statebus.runtime import runtime
-from statebus.states import read_state
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "ts": "application/typescript"}

@@ -76,7 +76,7 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 ServerMessage = Snapshot | Current | Pong | Error
 
 
-# --- HTTP (Stripe's bodies live in statebus.stripe.messages) -------------------------
+# --- HTTP (Stripe's bodies live in statebus.stripe.stripe_messages) -------------------------
 
 
 class ErrorBody(msgspec.Struct):

@@ -1,4 +1,4 @@
-"""The Stripe side's HTTP bodies (the core's live in statebus.messages)."""
+"""The Stripe side's HTTP bodies (the core's live in statebus.core_messages)."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ import asyncpg
 import msgspec
 
 from statebus import sqlfiles
+from statebus.core_messages import Envelope, Snapshot, encoder
 from statebus.hub import Frame
-from statebus.messages import Envelope, Snapshot, encoder
+from statebus.sessions import Conn
 
 
 def envelope_from_row(row: asyncpg.Record) -> Envelope:
@@ -31,18 +32,15 @@ def frame_of(env: Envelope) -> Frame:
     return Frame(env.user_id, env.version, text)
 
 
-Database = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
 async def read_envelopes(
-    db: Database, user_ids: Sequence[str], *, timeout: float = 30.0
+    db: asyncpg.Pool | Conn, user_ids: Sequence[str], *, timeout: float = 30.0
 ) -> list[Envelope]:
     """Current envelopes of `user_ids` (distinct), each version and document from one snapshot."""
     rows = await db.fetch(sqlfiles.queries()["envelopes"], list(user_ids), timeout=timeout)
     return [envelope_from_row(row) for row in rows]
 
 
-async def read_state(db: Database, user_id: str) -> Envelope:
+async def read_state(db: asyncpg.Pool | Conn, user_id: str) -> Envelope:
     """The latest envelope of one user: version 0 and state null before any row exists."""
     (env,) = await read_envelopes(db, [user_id])
     return env
