@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 admin_claim=settings.admin_claim,
             )
         )
-        listener = Listener(dsn, hub)
+        listener = (
+            Listener(dsn, hub) if settings.nats_url is None else edge_listener(dsn, hub, settings)
+        )
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service
@@ -119,6 +121,13 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         },
         lifespan=lifespan,
     )
+
+
+def edge_listener(dsn: str, hub: Hub, settings: Settings) -> Listener:
+    """With STATEBUS_NATS_URL this process is an edge of the relay tier: no LISTEN."""
+    from statebus.edge import EdgeListener
+
+    return EdgeListener(dsn, hub, settings)
 
 
 def stripe_routes() -> list[Route]:

@@ -74,13 +74,21 @@ class Listener:
             for n in range(READERS)
         ]
         try:
-            await self.supervisor.run()
+            await self._receive()
         finally:
             for reader in readers:
                 reader.cancel()
             for reader in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+
+    async def _receive(self) -> None:
+        """Feeds `_queue()` forever: here from LISTEN; an edge's from NATS (edge.py)."""
+        await self.supervisor.run()
+
+    def readiness_problem(self) -> str | None:
+        """Why this process should not be sent traffic (None: no reason), for /readyz."""
+        return None if self.live else "listen connection down"
 
     async def _resync(self, _conn: asyncpg.Connection) -> None:
         # LISTEN is active: anything committed from here on is notified. Re-read the

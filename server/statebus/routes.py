@@ -38,8 +38,8 @@ async def healthz(_request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     rt = runtime(request)
     problems = []
-    if not rt.listener.live:
-        problems.append("listen connection down")
+    if (problem := rt.listener.readiness_problem()) is not None:
+        problems.append(problem)
     try:
         await rt.pool.fetchval(sqlfiles.queries()["ping"], timeout=2)
     except Exception:

@@ -37,16 +37,19 @@ def read(name: str) -> str:
 
 
 def migrations() -> list[Migration]:
-    """Numbered files of sql/migrations/, in order; a gap or a stray name is an error."""
+    """Numbered files of sql/migrations/, in order; a repeated number or a stray name is an
+    error. Numbers may skip: they are reserved per change so parallel branches never collide."""
     found: list[Migration] = []
     for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if match is None:
             raise ValueError(f"migration file name must look like 0001_name.sql: {path.name}")
         found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise ValueError(f"migrations must be numbered 1, 2, 3...: {migration.version}")
+    for previous, migration in zip(found, found[1:], strict=False):
+        if migration.version <= previous.version:
+            raise ValueError(f"two migrations are numbered {migration.version:04d}")
+    if found and found[0].version < 1:
+        raise ValueError("migrations are numbered from 0001")
     return found
 
 
