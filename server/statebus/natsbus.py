@@ -7,9 +7,10 @@ only, never in a subject, so no id (`.`, `*`, `>`, spaces, any Unicode) can coll
 with another or with the subject syntax. No document ever travels on NATS: an edge
 reads envelopes from Postgres, as a single process does after a NOTIFY.
 
-The JetStream stream `STATEBUS` stores the subject for a short while so that a
-relay's publish is acknowledged only once a quorum of nodes holds it; edges receive
-the same messages as plain subscribers and detect any they missed by the sequence.
+The JetStream stream `STATEBUS` stores the subject for a short while (on file, so it
+outlives a restart of every node) so that a relay's publish is acknowledged only once
+a quorum of nodes holds it; edges receive the same messages as plain subscribers and
+detect any they missed by the sequence.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
     config = StreamConfig(
         name=STREAM,
         subjects=[SUBJECT],
-        storage=StorageType.MEMORY,
+        storage=StorageType.FILE,  # survives a restart of the whole cluster
         max_age=STREAM_MAX_AGE,
         max_bytes=STREAM_MAX_BYTES,
         discard=DiscardPolicy.OLD,

@@ -23,10 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from statebus import backoff, tiermetrics
+from statebus import backoff, natsbus, tiermetrics
 from statebus.natsbus import SUBJECT, Batch, batch_encoder
 
 log = logging.getLogger("statebus.relay")
@@ -65,6 +66,7 @@ class Publisher:
         self.acked_seq = 0
         self._wake = asyncio.Event()
         self._failures = 0
+        self._stream_missing = False
 
     def add(self, pairs: list[tuple[str, int]], *, created: float | None = None) -> None:
         """Queues the pairs of one notification (cut into messages of a bounded size)."""
@@ -102,6 +104,8 @@ class Publisher:
                 await self._send_what_fits()
                 if self._settle_head():
                     await asyncio.sleep(backoff.delay(self._failures, base=0.05, cap=1.0))
+                    if self._stream_missing:
+                        await self._recreate_stream()
                     continue
                 wait = 1.0
                 if self._flight:
@@ -152,14 +156,24 @@ class Publisher:
             if future is None or not future.done():
                 return False
             if future.cancelled() or future.exception() is not None:
-                reason = "cancelled" if future.cancelled() else type(future.exception()).__name__
-                self._retry(reason)
+                error = None if future.cancelled() else future.exception()
+                # No stream answers: the whole cluster restarted and lost it, or it was
+                # deleted by hand. It is created again before the retry.
+                self._stream_missing = isinstance(error, nats.js.errors.NoStreamResponseError)
+                self._retry(type(error).__name__ if error else "cancelled")
                 return True
             self._flight.popleft()
             self.acked_seq = head.seq
             self._failures = 0
             tiermetrics.relay_acknowledged.inc()
         return False
+
+    async def _recreate_stream(self) -> None:
+        try:
+            await natsbus.ensure_stream(self._js)
+            self._stream_missing = False
+        except Exception as exc:
+            log.warning("relay: could not create the NATS stream (%s)", type(exc).__name__)
 
     def _retry(self, reason: str) -> None:
         """The oldest message failed: it and all sent after it go again, in order."""

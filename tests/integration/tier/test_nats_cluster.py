@@ -7,8 +7,22 @@ import time
 
 import nats
 import nats.errors
+from nats.js import JetStreamContext
 
 from tests.integration.tier.nats_cluster import NatsCluster
+
+
+async def acknowledged(js: JetStreamContext, data: bytes) -> int:
+    """Publishes until the stream acknowledges (a new stream, or one whose leader died,
+    answers once its replicas have elected a leader: a few seconds at most)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            ack = await js.publish("t.a", data, timeout=1, headers={"Nats-Msg-Id": data.decode()})
+            return ack.seq
+        except (nats.errors.Error, TimeoutError):
+            assert time.monotonic() < deadline, "no acknowledgement"
+            await asyncio.sleep(0.1)
 
 
 async def test_cluster_stores_with_three_replicas_and_survives_a_kill(
@@ -18,20 +32,11 @@ async def test_cluster_stores_with_three_replicas_and_survives_a_kill(
     try:
         js = nc.jetstream()
         await js.add_stream(name="T", subjects=["t.>"], num_replicas=3, storage="memory")
-        ack = await js.publish("t.a", b"1")
-        assert ack.seq == 1
+        assert await acknowledged(js, b"1") == 1
         nats_cluster.kill(nats_cluster.nodes[0])
-        # Two of three replicas are a quorum: once a new stream leader is elected (a few
-        # seconds if the dead node led), publishes are acknowledged again.
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                ack = await js.publish("t.a", b"2", timeout=1, headers={"Nats-Msg-Id": "2"})
-                break
-            except (nats.errors.Error, TimeoutError):
-                assert time.monotonic() < deadline, "no acknowledgement after a node was killed"
-                await asyncio.sleep(0.1)
-        assert ack.seq == 2
+        assert nats_cluster.nodes[0].process is None
+        # Two of three replicas are a quorum: the stream goes on storing.
+        assert await acknowledged(js, b"2") == 2
         nats_cluster.start_node(nats_cluster.nodes[0])
         assert nats_cluster.nodes[0].process is not None
     finally:

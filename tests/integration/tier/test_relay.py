@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 
@@ -85,5 +86,54 @@ async def test_leader_killed_during_writes_loses_nothing(
         await assert_all_current(conn, followers)
         assert delivered < 2.0
     finally:
+        for follower in followers:
+            await follower.stop()
+
+
+async def test_both_relays_in_turn_and_a_cut_session(tier: Tier, conn: asyncpg.Connection) -> None:
+    await setup_users(conn)
+    r1, r2 = tier.relay("r1"), tier.relay("r2")
+    first = await wait_leader(conn, r1, r2)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS]
+    await assert_all_current(conn, followers)
+    stop = asyncio.Event()
+    writer_conn = await asyncpg.connect(tier.dsn)
+    writer = asyncio.create_task(writes(writer_conn, stop))
+    try:
+        # The leader dies; the other leads; the dead one comes back and stands by.
+        first.kill9()
+        second = await wait_leader(conn, r1, r2)
+        assert second is not first
+        first.start()
+        await wait_for(lambda: "standing by" in first.output().split("started")[-1], timeout=15)
+        await asyncio.sleep(0.3)
+        # Now the second dies: the first, restarted, leads again.
+        second.kill9()
+        again = await wait_leader(conn, r1, r2)
+        assert again is first
+        second.start()
+        # Its Postgres session is cut (pg_terminate_backend): it stops publishing, and
+        # one of the two leads again under a new fencing token.
+        row = await conn.fetchrow("SELECT token, holder_pid FROM statebus.relay_lease")
+        assert row is not None
+        token, pid = row["token"], row["holder_pid"]
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await wait_for(
+            lambda: conn.fetchval(
+                "SELECT token > $1 AND expires_at > now() FROM statebus.relay_lease", token
+            ),
+            timeout=3,
+            what="a new leader within 2 s of the cut",
+        )
+        await asyncio.sleep(0.5)
+        stop.set()
+        assert await writer > 0
+        await assert_all_current(conn, followers)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await writer
+        await writer_conn.close()
         for follower in followers:
             await follower.stop()

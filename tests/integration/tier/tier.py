@@ -111,9 +111,11 @@ class Edge(Process):
 
 
 async def leader(conn: asyncpg.Connection) -> str | None:
-    """The relay that holds a live lease (None: nobody leads)."""
+    """The relay that holds a live lease from a live session (None: nobody leads)."""
     holder: str | None = await conn.fetchval(
-        "SELECT holder FROM statebus.relay_lease WHERE expires_at > now()"
+        "SELECT holder FROM statebus.relay_lease l WHERE expires_at > now() AND EXISTS"
+        " (SELECT 1 FROM pg_stat_activity a"
+        "  WHERE a.pid = l.holder_pid AND a.backend_start = l.holder_started)"
     )
     return holder
 
