@@ -12,7 +12,7 @@ import asyncpg
 from tests.helpers import wait_for
 from tests.integration.tier.conftest import Tier
 from tests.integration.tier.test_relay import USERS, setup_users, wait_leader, writes
-from tests.integration.tier.tier import Follower, assert_all_current, write
+from tests.integration.tier.tier import Follower, assert_all_current, metric_of, write
 
 
 async def writing(dsn: str) -> tuple[asyncio.Event, asyncio.Task[int], asyncpg.Connection]:
@@ -112,6 +112,10 @@ async def test_no_relay_for_a_while(tier: Tier, conn: asyncpg.Connection) -> Non
         last_start = relay.output().rsplit("leading (token", 1)[-1]
         published = int(last_start.split("; ", 1)[1].split(" ", 1)[0])
         assert published >= len(USERS)
+        page = f"{edge.http}/metrics"
+        assert await metric_of(page, "statebus_edge_nats_subscriptions") == 1
+        catch_ups = 'statebus_edge_catch_ups_total{reason="connected"}'
+        assert await metric_of(page, catch_ups) == 1
     finally:
         for follower in followers:
             await follower.stop()

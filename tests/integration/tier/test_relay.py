@@ -57,6 +57,9 @@ async def test_leader_killed_during_writes_loses_nothing(
     await setup_users(conn)
     relays = [tier.relay("r1"), tier.relay("r2")]
     first = await wait_leader(conn, *relays)
+    standby = next(relay for relay in relays if relay is not first)
+    assert await first.metric("statebus_relay_leader") == 1
+    assert await standby.metric("statebus_relay_leader") == 0
     edge = await tier.edge("e1")
     followers = [Follower(user, [edge.ws]).start() for user in USERS]
     try:
@@ -85,6 +88,10 @@ async def test_leader_killed_during_writes_loses_nothing(
         await writer_conn.close()
         await assert_all_current(conn, followers)
         assert delivered < 2.0
+        assert await second.metric("statebus_relay_leader") == 1
+        assert await second.metric("statebus_relay_acknowledged_total") >= 1
+        assert await second.metric("statebus_relay_catch_up_pairs_total") >= 1
+        assert 0 <= await second.metric("statebus_relay_oldest_unpublished_seconds") < 2
     finally:
         for follower in followers:
             await follower.stop()

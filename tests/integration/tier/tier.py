@@ -75,10 +75,25 @@ class Process:
 
 class Relay(Process):
     def __init__(self, name: str, env: dict[str, str], home: Path) -> None:
+        self.metrics_port = free_port()
+        args = ["relay", "--name", name, "--log-level", "info"]
         super().__init__(
-            ["relay", "--name", name, "--log-level", "info"], env, home / f"{name}.log"
+            [*args, "--metrics-port", str(self.metrics_port)], env, home / f"{name}.log"
         )
         self.name = name
+
+    async def metric(self, name: str) -> float:
+        return await metric_of(f"http://127.0.0.1:{self.metrics_port}/metrics", name)
+
+
+async def metric_of(url: str, name: str) -> float:
+    """One sample of a Prometheus text page (-1: not there)."""
+    async with httpx.AsyncClient(timeout=2) as http:
+        text = (await http.get(url)).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return -1.0
 
 
 class Edge(Process):
