@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.tier.nats_cluster import NatsCluster
+from statebus.testing.nats_cluster import NatsCluster
 from tests.integration.tier.tier import Edge, Process, Relay, tier_environment
 
 

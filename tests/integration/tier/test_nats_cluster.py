@@ -9,7 +9,7 @@ import nats
 import nats.errors
 from nats.js import JetStreamContext
 
-from tests.integration.tier.nats_cluster import NatsCluster
+from statebus.testing.nats_cluster import NatsCluster
 
 
 async def acknowledged(js: JetStreamContext, data: bytes) -> int:

