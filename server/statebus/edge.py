@@ -15,6 +15,7 @@ the leader's sequence jumps. /readyz says not ready while NATS is unreachable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
@@ -38,6 +39,7 @@ class EdgeListener(Listener):
         self._problem = "NATS not connected yet"
         self._leader = -1  # fencing token of the relay last heard from
         self._seq = 0
+        self._nc: Client | None = None
 
     @property
     def live(self) -> bool:
@@ -51,9 +53,10 @@ class EdgeListener(Listener):
         return None if self._connected else self._problem
 
     async def _receive(self) -> None:
-        nc = await self._connect()
+        nc = self._nc = await self._connect()
         try:
             await nc.subscribe(natsbus.SUBJECT, cb=self._on_message)
+            await nc.flush(timeout=5)  # the server has the subscription: re-read after it
             tiermetrics.edge_subscriptions.set(1)
             self._connected = True
             # Sockets that opened before the subscription read their state then; a commit
@@ -89,7 +92,11 @@ class EdgeListener(Listener):
         self._problem = "NATS connection down (reconnecting)"
 
     async def _on_reconnected(self) -> None:
-        # nats-py has subscribed again before calling this: re-read what the gap hid.
+        # nats-py has sent the subscription again before calling this; once the server
+        # answers a ping it holds it, and a re-read then misses nothing the gap hid.
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
         self._connected = True
         log.warning("edge: NATS connection back")
         self._catch_up("reconnected")
@@ -108,8 +115,10 @@ class EdgeListener(Listener):
             log.error("undecodable relay message ignored")
             return
         if batch.leader > self._leader:
-            if self._leader != -1:
-                self._catch_up("new relay leader")
+            # Also the first leader heard: what was committed between this edge's
+            # subscription and that leader's first message may have had no relay at all
+            # (a first leader has no watermark to publish from).
+            self._catch_up("new relay leader")
             self._leader, self._seq = batch.leader, batch.seq
         elif batch.leader == self._leader:
             if batch.seq > self._seq + 1:

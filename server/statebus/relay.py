@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from statebus import backoff, natsbus, sqlfiles, tiermetrics
@@ -88,7 +89,15 @@ class Relay:
         self._valid_until = 0.0
 
     async def run(self) -> None:
-        nc = await natsbus.connect(self._settings, name=f"statebus relay {self.name}")
+        connected: list[Client] = []
+
+        async def connect() -> None:
+            connected.append(
+                await natsbus.connect(self._settings, name=f"statebus relay {self.name}")
+            )
+
+        await _until_done(connect, what="connect to NATS")
+        nc = connected[0]
         try:
             js = nc.jetstream()
             await _until_done(lambda: natsbus.ensure_stream(js), what="create the NATS stream")
