@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
             )
         )
         listener = (
-            Listener(dsn, hub) if settings.nats_url is None else edge_listener(dsn, hub, settings)
+            Listener(dsn, hub, read_dsn=settings.read_database_url)
+            if settings.nats_url is None
+            else edge_listener(dsn, hub, settings)
         )
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt

@@ -57,6 +57,8 @@ class Settings:
     # The relay tier (docs/scaling.md): NATS servers, comma separated; None = single process.
     nats_url: str | None = None
     nats_creds: Path | None = None  # a NATS .creds file (or user:password in the URL)
+    # A streaming replica for the envelope reads that notifications cause (replicas.py).
+    read_database_url: str | None = None
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -117,6 +119,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         generated_secret=generated,
         nats_url=nats_url,
         nats_creds=nats_creds,
+        read_database_url=env.get("STATEBUS_READ_DATABASE_URL") or None,
     )
 
 

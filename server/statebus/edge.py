@@ -33,7 +33,7 @@ log = logging.getLogger("statebus.edge")
 
 class EdgeListener(Listener):
     def __init__(self, dsn: str, hub: Hub, settings: Settings) -> None:
-        super().__init__(dsn, hub)
+        super().__init__(dsn, hub, read_dsn=settings.read_database_url)
         self._settings = settings
         self._connected = False
         self._problem = "NATS not connected yet"
@@ -124,12 +124,7 @@ class EdgeListener(Listener):
             if batch.seq > self._seq + 1:
                 self._catch_up("sequence gap")
             self._seq = max(self._seq, batch.seq)
-        hub = self._hub
-        self._queue(
-            user_id
-            for user_id, version in batch.pairs
-            if hub.watched(user_id) and version > hub.latest_version(user_id)
-        )
+        self._notified(batch.pairs)
 
     def _catch_up(self, reason: str) -> None:
         tiermetrics.edge_catch_ups.labels(reason).inc()

@@ -24,6 +24,7 @@ import msgspec
 from statebus import backoff, metrics
 from statebus.hub import Hub
 from statebus.messages import notification_decoder
+from statebus.replicas import RESYNC, ReplicaReader
 from statebus.states import frame_of, read_envelopes
 from statebus.supervisor import ListenSupervisor
 
@@ -45,10 +46,14 @@ class Listener:
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         max_backoff: float = 5.0,
+        read_dsn: str | None = None,
     ) -> None:
         self._dsn = dsn
         self._hub = hub
-        self._due: dict[str, None] = {}  # users to read, in the order they became due
+        # Users to read, in the order they became due, with the version the read must
+        # reach (RESYNC: unknown, read the primary).
+        self._due: dict[str, int] = {}
+        self._replica = None if read_dsn is None else ReplicaReader(read_dsn)
         self._wake = asyncio.Event()
         self.supervisor = ListenSupervisor(
             dsn,
@@ -81,6 +86,8 @@ class Listener:
             for reader in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+            if self._replica is not None:
+                self._replica.close()
 
     async def _receive(self) -> None:
         """Feeds `_queue()` forever: here from LISTEN; an edge's from NATS (edge.py)."""
@@ -102,19 +109,33 @@ class Listener:
         except msgspec.DecodeError:
             log.error("undecodable statebus notification ignored")
             return
-        hub = self._hub
-        self._queue(
-            user_id
-            for user_id, version in pairs
-            if hub.watched(user_id) and version > hub.latest_version(user_id)
-        )
+        self._notified(pairs)
 
-    def _queue(self, user_ids: Iterable[str]) -> None:
-        due = self._due
-        for user_id in user_ids:
-            due[user_id] = None
+    def _notified(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Queues the watched users of (user_id, version) pairs whose version is new here."""
+        hub, due = self._hub, self._due
+        for user_id, version in pairs:
+            if hub.watched(user_id) and version > hub.latest_version(user_id):
+                # At least this version must be read (a replica may lag; replicas.py).
+                if due.get(user_id, 0) != RESYNC:
+                    due[user_id] = max(version, due.get(user_id, 0))
         if due:
             self._wake.set()
+
+    def _queue(self, user_ids: Iterable[str]) -> None:
+        """Queues users to re-read from the primary: what was missed is not known."""
+        due = self._due
+        for user_id in user_ids:
+            due[user_id] = RESYNC
+        if due:
+            self._wake.set()
+
+    def _requeue(self, wanted: dict[str, int]) -> None:
+        for user_id, version in wanted.items():
+            if version == RESYNC:
+                self._queue([user_id])
+            else:
+                self._notified([(user_id, version)])
 
     async def _read_forever(self) -> None:
         """Reads due users' envelopes on a connection of its own, kept while it works.
@@ -144,15 +165,17 @@ class Listener:
             await self._wake.wait()
             while self._due:
                 batch = list(itertools.islice(self._due, BATCH))
-                for user_id in batch:
-                    del self._due[user_id]
-                batch = [user_id for user_id in batch if self._hub.watched(user_id)]
-                if not batch:
+                wanted = {user_id: self._due.pop(user_id) for user_id in batch}
+                wanted = {u: v for u, v in wanted.items() if self._hub.watched(u)}
+                if not wanted:
                     continue
                 try:
-                    envelopes = await read_envelopes(conn, batch)
+                    if self._replica is None:
+                        envelopes = await read_envelopes(conn, list(wanted))
+                    else:
+                        envelopes = await self._replica.read(conn, wanted)
                 except BaseException:
-                    self._queue(batch)  # read again on the next connection
+                    self._requeue(wanted)  # read again on the next connection
                     raise
                 for env in envelopes:
                     if env.version > self._hub.latest_version(env.user_id):

@@ -42,3 +42,13 @@ edge_catch_ups = Counter(
     ["reason"],
     registry=registry,
 )
+replica_reads = Counter(
+    "statebus_replica_envelope_reads",
+    "envelopes read from the replica (STATEBUS_READ_DATABASE_URL) at the notified version",
+    registry=registry,
+)
+replica_fallbacks = Counter(
+    "statebus_replica_fallbacks",
+    "envelopes read from the primary because the replica had not replayed the version yet",
+    registry=registry,
+)
