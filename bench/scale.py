@@ -4,7 +4,8 @@ processes, measured in the same run (docs/scaling.md carries the figures).
 1. Notifying commits/s (pgbench, single-row UPDATEs of tracked rows) with no server at
    all, with K `statebus serve` processes each LISTENing (the single-role way), and with
    K edges behind two relays on a 3-node NATS cluster.
-2. RSS per idle socket: one plain process, then one edge (its NATS interest included).
+2. Commit-to-socket latency at a fixed commit rate, one process vs one edge.
+3. RSS per idle socket: one plain process, then one edge (its NATS interest included).
 
 Everything runs on this machine: Postgres, NATS, servers, pgbench and socket clients
 share its cores, so read the figures side by side, as ratios.
@@ -31,6 +32,9 @@ from statebus.migrations import migrate
 from statebus.testing.nats_cluster import NatsCluster
 from statebus.testing.server import SECRET
 
+LEADING = """SELECT expires_at > now() AND EXISTS (SELECT 1 FROM pg_stat_activity a
+    WHERE a.pid = l.holder_pid AND a.backend_start = l.holder_started)
+FROM statebus.relay_lease l"""
 PGBENCH = """\\set u random(1, {users})
 UPDATE user_usage SET used = used + 1 WHERE user_id = 'u' || :u AND metric = 'posts';
 """
@@ -70,13 +74,23 @@ class Run:
         return child, port
 
     async def relays(self) -> list[Child]:
+        """Two relays, once one of them leads."""
         env = self.env | {"STATEBUS_NATS_URL": self.nats.url}
-        return [
+        children = [
             await self.procs.spawn(
                 f"relay{n}", [sys.executable, "-m", "statebus", "relay", "--name", f"r{n}"], env=env
             )
             for n in (1, 2)
         ]
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for _ in range(600):
+                if await conn.fetchval(LEADING):
+                    return children
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        raise children[0].failure("no relay leads after 60 s")
 
     async def pgbench(self, clients: int, seconds: int) -> float:
         script = self.root / "update.sql"
@@ -118,6 +132,66 @@ class Run:
         return per_socket
 
 
+async def latency(dsn: str, port: int, users: int, rate: int, seconds: float) -> list[float]:
+    """Commit-to-socket seconds of single-row commits at `rate`/s, one socket per user;
+    writer and sockets in this process (one clock)."""
+    import random
+    import time
+
+    from statebus.auth import issue_token
+    from statebus.client import Session
+    from statebus.messages import Snapshot
+
+    url = f"ws://127.0.0.1:{port}/v1/ws"
+    names = [f"u{i}" for i in range(1, users + 1)]
+    sessions = [await Session.open(url, issue_token(SECRET, name, ttl=3600)) for name in names]
+    for session in sessions:
+        await session.recv()
+    arrived: dict[tuple[str, int], float] = {}
+
+    async def read(session: Session) -> None:
+        while True:
+            message = await session.recv(timeout=None)
+            if isinstance(message, Snapshot):
+                arrived[(message.user_id, message.version)] = time.monotonic()
+
+    readers = [asyncio.create_task(read(session)) for session in sessions]
+    conn = await asyncpg.connect(dsn)
+    committed: dict[tuple[str, int], float] = {}
+    try:
+        start = time.monotonic()
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            user = random.choice(names)
+            await conn.execute(
+                "UPDATE user_usage SET used = used + 1 WHERE user_id = $1 AND metric = 'posts'",
+                user,
+            )
+            done = time.monotonic()
+            version = await conn.fetchval(
+                "SELECT version FROM statebus.versions WHERE user_id = $1", user
+            )
+            committed[(user, version)] = done
+        deadline = time.monotonic() + 15
+        while not all(key in arrived for key in committed) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for session in sessions:
+            await session.close()
+        await conn.close()
+    missing = [key for key in committed if key not in arrived]
+    if missing:
+        raise RuntimeError(f"{len(missing)} commits never reached their socket: {missing[:3]}")
+    return sorted(arrived[key] - at for key, at in committed.items())
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, int(fraction * len(values)))]
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--processes", type=int, nargs="+", default=[4, 16])
@@ -125,6 +199,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=500, help="commits/s of the latency figure")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="sbscale", dir="/tmp"))
     embedded = EmbeddedPostgres(root / "pg")
@@ -158,11 +233,19 @@ async def main(argv: list[str] | None = None) -> int:
             for relay in relays:
                 await run.procs.stop(relay)
         single, port = await run.serve(edge=False)
+        direct = await latency(dsn, port, 200, args.rate, args.seconds)
         await run.rss("one process", port, single.pid, args.sockets)
         await run.procs.stop(single)
         relays = await run.relays()
         edge, port = await run.serve(edge=True)
+        tiered = await latency(dsn, port, 200, args.rate, args.seconds)
         await run.rss("one edge", port, edge.pid, args.sockets)
+        for label, values in (("one process", direct), ("one edge, tier", tiered)):
+            p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
+            print(
+                f"commit-to-socket {label:<20} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+                f"  ({len(values)} commits at {args.rate}/s)"
+            )
     finally:
         await run.procs.close()
         nats.stop()

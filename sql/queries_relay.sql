@@ -38,5 +38,6 @@ RETURNING token;
 
 -- name: relay_versions_since
 -- Users whose latest version was made by a transaction at or after the watermark: what
--- may have been committed while no relay led. One scan of statebus.versions.
+-- may have been committed while no relay led. One scan of statebus.versions: an index on
+-- txid would cost every writer its HOT update, for a query run once per change of leader.
 SELECT user_id, version FROM statebus.versions WHERE txid >= $1::text::xid8;
