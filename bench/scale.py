@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -264,6 +265,8 @@ async def main(argv: list[str] | None = None) -> int:
         await run.procs.close()
         nats.stop()
         embedded.stop()
+        shutil.rmtree(root / "pg", ignore_errors=True)  # the logs stay, for a failure
+        print(f"logs: {root}")
     return 0
 
 
