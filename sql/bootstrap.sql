@@ -1,4 +1,5 @@
--- Run by the migration runner before anything else, under its advisory lock.
+-- Run by the migration runner before anything else (in its own transaction, before the
+-- migration lock on statebus.schema_migrations, which this creates, can be taken).
 CREATE SCHEMA IF NOT EXISTS statebus;
 
 CREATE TABLE IF NOT EXISTS statebus.schema_migrations (

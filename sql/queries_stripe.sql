@@ -71,15 +71,21 @@ FROM due HAVING count(*) > 0;
 -- Names this transaction's versions in statebus.history (see statebus.write_source()).
 SELECT set_config('statebus.source', $1, true);
 
--- name: stripe_lock_subscription
--- Every Stripe-derived write of a subscription (worker, upgrade, reconcile) holds this
--- from reading Stripe until commit, so writes happen in the order Stripe was observed.
-SELECT pg_advisory_xact_lock(hashtext('stripe_sub:' || $1));
+-- name: stripe_lock_row
+-- A lock row ('sub:<id>', 'customer:<id>', 'user:<id>') exists before it is locked; an
+-- insert racing another waits for it (a lock wait like any other, under lock_timeout).
+INSERT INTO statebus.stripe_locks (key) VALUES ($1) ON CONFLICT (key) DO NOTHING;
 
--- name: stripe_lock_customer
--- Orders "this customer has no user" (event parked as unmatched) against a checkout
--- linking the customer, so a link never misses an event parked at the same moment.
-SELECT pg_advisory_xact_lock(hashtext('stripe_customer:' || $1));
+-- name: stripe_lock
+-- Every Stripe-derived write of a subscription (worker, billing routes, reconcile) holds
+-- this from reading Stripe until commit, so writes happen in the order Stripe was
+-- observed; the customer's orders "this customer has no user" against a checkout linking
+-- it. Only the owner may lock these rows (UPDATE privilege). Returns the change count.
+SELECT changes FROM statebus.stripe_locks WHERE key = $1 FOR UPDATE;
+
+-- name: stripe_lock_changed
+-- One more change committed under this lock: the next change gets another idempotency key.
+UPDATE statebus.stripe_locks SET changes = changes + 1 WHERE key = $1;
 
 -- name: stripe_plans_for_prices
 SELECT code, stripe_price_id FROM public.plans WHERE stripe_price_id = ANY ($1::text[]);
@@ -144,3 +150,54 @@ SELECT coalesce((SELECT version FROM statebus.versions WHERE user_id = $1), 0);
 
 -- name: stripe_user_for_subscription
 SELECT user_id FROM public.user_subscriptions WHERE stripe_subscription_id = $1;
+
+-- name: checkout_open_sessions
+-- The user's Checkout Sessions that may still be paid (a new checkout expires them).
+SELECT id FROM statebus.checkout_sessions WHERE user_id = $1 AND status = 'open' ORDER BY created_at;
+
+-- name: checkout_session_status
+UPDATE statebus.checkout_sessions SET status = $2 WHERE id = $1 AND status = 'open';
+
+-- name: checkout_session_insert
+-- ON CONFLICT: a retried request whose key Stripe replayed names the same session.
+INSERT INTO statebus.checkout_sessions (id, user_id, price_id) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: stripe_duplicate_insert
+-- A second live subscription of a user who already has one; a row back means "new".
+INSERT INTO statebus.stripe_duplicates (subscription_id, user_id, customer_id, kept_subscription_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (subscription_id) DO UPDATE SET kept_subscription_id = excluded.kept_subscription_id,
+    resolved_at = NULL
+WHERE stripe_duplicates.resolved_at IS NOT NULL
+   OR stripe_duplicates.kept_subscription_id IS DISTINCT FROM excluded.kept_subscription_id
+RETURNING subscription_id;
+
+-- name: stripe_duplicate_resolve
+-- The duplicate ended, or became the subscription the user is shown.
+UPDATE statebus.stripe_duplicates SET resolved_at = now()
+WHERE subscription_id = $1 AND resolved_at IS NULL;
+
+-- name: stripe_duplicates_open
+SELECT subscription_id, user_id, customer_id, kept_subscription_id, detected_at
+FROM statebus.stripe_duplicates WHERE resolved_at IS NULL ORDER BY detected_at LIMIT $1;
+
+-- name: stripe_duplicates_open_count
+SELECT count(*) FROM statebus.stripe_duplicates WHERE resolved_at IS NULL;
+
+-- name: stripe_billed_elsewhere
+-- The user is linked to another customer and shown a subscription that has not ended:
+-- a checkout's new customer must not take the user away from it.
+SELECT EXISTS (
+    SELECT 1 FROM public.user_billing b
+    JOIN public.user_subscriptions s USING (user_id)
+    WHERE b.user_id = $1 AND b.stripe_customer_id IS DISTINCT FROM $2
+      AND b.stripe_customer_id IS NOT NULL
+      AND s.stripe_subscription_id IS NOT NULL
+      AND s.status NOT IN ('canceled', 'incomplete_expired'));
+
+-- name: stripe_lock_user_row
+-- A billing change locks the user's row after the subscription's and customer's locks
+-- (the order every Stripe writer takes them in) and before changing anything in Stripe:
+-- a writer holding it longer than lock_timeout fails the change before Stripe is called.
+SELECT 1 FROM public.user_subscriptions WHERE user_id = $1 FOR UPDATE;

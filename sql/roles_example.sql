@@ -50,6 +50,15 @@ GRANT SELECT ON statebus.history, statebus.stripe_events TO statebus_monitor;
 -- what keeps the monitor from writing.
 ALTER ROLE statebus_monitor SET default_transaction_read_only = on;
 
+-- No session may sit idle in a transaction for long: one that also LISTENs (any role may
+-- LISTEN) pins PostgreSQL's NOTIFY queue, and once that is full every tracked commit fails
+-- ("too many notifications in the NOTIFY queue"). A dashboard never needs an open
+-- transaction between queries; the app gets a minute for work between its statements.
+-- (Like default_transaction_read_only, a role may change it for its own sessions; see
+-- docs/operations.md for the query that names a session pinning the queue.)
+ALTER ROLE statebus_monitor SET idle_in_transaction_session_timeout = '5s';
+ALTER ROLE statebus_app SET idle_in_transaction_session_timeout = '60s';
+
 -- A backend service that LISTENs on channel statebus and reads envelopes: the
 -- notifications carry only (user_id, version) pairs, and the read is SECURITY INVOKER,
 -- so the reader needs SELECT on what a document is made of, e.g.:

@@ -7,19 +7,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from statebus import config, public, routes
+from statebus import buildinfo, config, metrics, public, restore, routes, sessions
 from statebus.auth import AuthSettings, TokenVerifier
 from statebus.config import Settings
+from statebus.delivery import DeliveryHealth
 from statebus.http import HTTPError, http_error_handler, starlette_error_handler
 from statebus.hub import Hub
 from statebus.listener import Listener
 from statebus.maintenance import prune_forever
+from statebus.monitor import Monitor
 from statebus.runtime import Runtime
 from statebus.ws import PATH as SOCKET_PATH
 from statebus.ws import websocket_endpoint
@@ -64,7 +65,11 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 "can sign tokens; set STATEBUS_JWT_SECRET (or STATEBUS_JWKS_URL) for real use",
                 settings.home / "jwt_secret",
             )
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
+        metrics.build_info.labels(buildinfo.version(), buildinfo.commit()).set(1)
+        pool = await sessions.create_pool(
+            dsn, min_size=1, max_size=10, lock_timeout_ms=config.lock_timeout_ms(settings)
+        )
+        await restore.check(pool)  # before serving anything: versions past any a client holds
         hub = Hub()
         verifier = TokenVerifier(
             AuthSettings(
@@ -75,10 +80,11 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 admin_claim=settings.admin_claim,
             )
         )
+        health = DeliveryHealth(settings.ready_threshold)
         listener = (
-            Listener(dsn, hub, read_dsn=settings.read_database_url)
+            Listener(dsn, hub, health=health, read_dsn=settings.read_database_url)
             if settings.nats_url is None
-            else edge_listener(dsn, hub, settings)
+            else edge_listener(dsn, hub, settings, health)
         )
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
@@ -88,12 +94,16 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         background = [
             asyncio.create_task(listener.run(), name="statebus-listener"),
             asyncio.create_task(prune_forever(pool), name="statebus-prune-history"),
+            asyncio.create_task(listener.health.watchdog(), name="statebus-delivery-watchdog"),
+            asyncio.create_task(
+                Monitor(pool, listener.health, alert=settings.notify_queue_alert).run(),
+                name="statebus-monitor",
+            ),
         ]
         try:
             yield
         finally:
-            rt.shutting_down = True
-            hub.close_all(1012)  # sockets close with 1012: clients reconnect with since
+            rt.begin_drain()  # sockets close with 1012: clients reconnect with since
             await stripe_service.stop(rt)
             for task in background:
                 task.cancel()
@@ -125,11 +135,11 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
     )
 
 
-def edge_listener(dsn: str, hub: Hub, settings: Settings) -> Listener:
+def edge_listener(dsn: str, hub: Hub, settings: Settings, health: DeliveryHealth) -> Listener:
     """With STATEBUS_NATS_URL this process is an edge of the relay tier: no LISTEN."""
     from statebus.edge import EdgeListener
 
-    return EdgeListener(dsn, hub, settings)
+    return EdgeListener(dsn, hub, settings, health=health)
 
 
 def stripe_routes() -> list[Route]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from statebus.auth import issue_token
 from statebus.database import database_url
 from statebus.embedded import bin_dir
 from statebus.migrations import MigrationError, migrate
+from statebus.pooler import PoolerError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         default="warning",
         help="warning (default) is quiet; debug adds the embedded PostgreSQL's output",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="json: one JSON object per line (default: STATEBUS_LOG_FORMAT, else text)",
     )
 
     relay = commands.add_parser(
@@ -93,11 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from statebus.serve import serve
 
         try:
+            if args.log_format is not None:
+                settings = dataclasses.replace(settings, log_format=args.log_format)
             return serve(
                 settings, host=args.host, port=args.port, demo=args.demo, log_level=args.log_level
             )
         except KeyboardInterrupt:  # Ctrl-C: uvicorn already shut down gracefully
             return 130
+        except PoolerError as exc:
+            print(f"statebus serve: {exc}", file=sys.stderr)
+            return 2
     if args.command == "relay":
         from statebus.relay import run_relay
 
@@ -126,6 +138,8 @@ def run_migrate(settings: config.Settings, *, demo: bool) -> int:
             report = await migrate(conn, demo=demo)
         finally:
             await conn.close()
+        for name in report.repaired:
+            print(f"repaired {name} (applied by an earlier release from an earlier edit)")
         for name in report.applied:
             print(f"applied {name}")
         print("triggers and functions " + ("updated" if report.routines_applied else "up to date"))

@@ -54,6 +54,19 @@ class Settings:
     # True when jwt_secret was generated into $STATEBUS_HOME: fine on a laptop, and the
     # server says so at start, since anyone who can read that file can mint tokens.
     generated_secret: bool = False
+    # Seconds any statebus session waits for a database lock (lock_timeout), and a billing
+    # change for the same user's change in progress in this process, before giving up (409).
+    lock_timeout: float = 5.0
+    billing_wait: float = 5.0
+    # Seconds a notification may wait to become frames (or the event loop may stall)
+    # before the process reports not ready (delivery.py).
+    ready_threshold: float = 5.0
+    # Seconds between SIGTERM and closing the port, answering /readyz 503 (draining.py).
+    drain_seconds: float = 2.0
+    # Fraction of the NOTIFY queue past which the process warns and is not ready.
+    notify_queue_alert: float = 0.5
+    # Log lines as plain text or one JSON object each (logformat.py).
+    log_format: str = "text"
     # The relay tier (docs/scaling.md): NATS servers, comma separated; None = single process.
     nats_url: str | None = None
     nats_creds: Path | None = None  # a NATS .creds file (or user:password in the URL)
@@ -117,6 +130,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
         stripe_connect=env.get("STATEBUS_STRIPE_CONNECT", "") in ("1", "true", "yes"),
         admin_claim=_admin_claim(env.get("STATEBUS_ADMIN_CLAIM")),
         generated_secret=generated,
+        lock_timeout=_seconds(env, "STATEBUS_LOCK_TIMEOUT", 5.0),
+        billing_wait=_seconds(env, "STATEBUS_BILLING_WAIT", 5.0),
+        ready_threshold=_seconds(env, "STATEBUS_READY_THRESHOLD", 5.0),
+        drain_seconds=_seconds(env, "STATEBUS_DRAIN_SECONDS", 2.0, zero=True),
+        notify_queue_alert=_fraction(env, "STATEBUS_NOTIFY_QUEUE_ALERT", 0.5),
+        log_format=_log_format(env.get("STATEBUS_LOG_FORMAT")),
         nats_url=nats_url,
         nats_creds=nats_creds,
         read_database_url=env.get("STATEBUS_READ_DATABASE_URL") or None,
@@ -175,6 +194,40 @@ def _count(env: dict[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be at least 1")
     return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, e.g. 5 or 0.5") from None
+    if not (0 <= value if zero else 0 < value) or not value < 3600:
+        least = "at least 0" if zero else "more than 0"
+        raise ConfigError(f"{name} must be {least} and less than 3600 seconds")
+    return value
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name) or default)
+    except ValueError:
+        raise ConfigError(f"{name} must be a fraction, e.g. 0.5 for half") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be more than 0 and at most 1 (0.5 is half)")
+    return value
+
+
+def _log_format(value: str | None) -> str:
+    if not value:
+        return "text"
+    if value not in ("text", "json"):
+        raise ConfigError(f"STATEBUS_LOG_FORMAT must be 'text' or 'json', not {value!r}")
+    return value
+
+
+def lock_timeout_ms(settings: Settings) -> int:
+    """The lock_timeout of every statebus connection, in milliseconds."""
+    return max(1, round(settings.lock_timeout * 1000))
 
 
 def dev_secret(home: Path) -> str:

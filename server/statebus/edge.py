@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 
 from statebus import backoff, natsbus, tiermetrics
 from statebus.config import Settings
+from statebus.delivery import DeliveryHealth
 from statebus.hub import Hub
 from statebus.listener import Listener
 
@@ -32,8 +33,10 @@ log = logging.getLogger("statebus.edge")
 
 
 class EdgeListener(Listener):
-    def __init__(self, dsn: str, hub: Hub, settings: Settings) -> None:
-        super().__init__(dsn, hub, read_dsn=settings.read_database_url)
+    def __init__(
+        self, dsn: str, hub: Hub, settings: Settings, *, health: DeliveryHealth | None = None
+    ) -> None:
+        super().__init__(dsn, hub, health=health, read_dsn=settings.read_database_url)
         self._settings = settings
         self._connected = False
         self._problem = "NATS not connected yet"
@@ -49,7 +52,8 @@ class EdgeListener(Listener):
     def backend_pid(self) -> int | None:
         return None  # no LISTENing session at all
 
-    def readiness_problem(self) -> str | None:
+    def _listen_problem(self) -> str | None:
+        # /readyz: an edge hears commits through NATS, not LISTEN.
         return None if self._connected else self._problem
 
     async def _receive(self) -> None:

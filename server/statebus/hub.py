@@ -64,19 +64,22 @@ class Subscriber:
     def pending(self) -> Frame | None:
         return self._pending
 
-    def offer(self, frame: Frame) -> None:
+    def offer(self, frame: Frame) -> bool:
         """Keep `frame` if it is newer than anything sent or pending; never blocks.
+        True when kept.
 
         Older-or-equal versions are dropped, so a socket may offer the envelope it read
         from the database after subscribing: if the listener already offered something
         newer, the stale read is simply ignored.
         """
         if self.closed:
-            return
+            return False
         floor = self._sent if self._pending is None else self._pending.version
-        if frame.version > floor:
-            self._pending = frame
-            self._start()
+        if frame.version <= floor:
+            return False
+        self._pending = frame
+        self._start()
+        return True
 
     def take(self) -> Frame | None:
         """The pending frame, now counted as sent (the socket sends it itself)."""
@@ -169,7 +172,8 @@ class Hub:
             self._latest.pop(sub.user_id, None)
 
     def publish(self, frame: Frame) -> int:
-        """Offer `frame` to every subscriber of its user; returns how many were offered it.
+        """Offer `frame` to every subscriber of its user; returns how many kept it (newer
+        than what they had: a re-read of a version they have counts for none).
 
         Synchronous and O(subscribers of that user): each offer swaps a reference and
         at most starts a send task, so one stalled socket never delays the others.
@@ -179,9 +183,10 @@ class Hub:
             return 0
         if frame.version > self._latest.get(frame.user_id, -1):
             self._latest[frame.user_id] = frame.version
+        kept = 0
         for sub in subs:
-            sub.offer(frame)
-        return len(subs)
+            kept += sub.offer(frame)
+        return kept
 
     def latest_version(self, user_id: str) -> int:
         """Highest version published for `user_id` while it had subscribers (-1: none)."""

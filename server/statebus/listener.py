@@ -8,6 +8,11 @@ and each envelope is encoded once for all of its user's sockets. The LISTEN
 connection itself (probe, reconnect, re-LISTEN) is the supervisor's; after each
 reconnect every watched user is re-read, so nothing committed during a gap is lost.
 It never decides that a state changed (the triggers do) and never touches sockets.
+
+It feeds the process's delivery health (delivery.py): how long the oldest notification
+has waited to become frames, whether the LISTEN connection is live, and notifications it
+could not decode (never dropped silently: counted, logged, not ready, every watched
+user re-read). After the event loop stalled it re-reads every watched user.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Iterable
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
-from statebus import backoff, metrics
+from statebus import backoff, metrics, restore, sessions
+from statebus.delivery import DeliveryHealth
 from statebus.hub import Hub
-from statebus.messages import notification_decoder
+from statebus.messages import Envelope, notification_decoder
 from statebus.replicas import RESYNC, ReplicaReader
 from statebus.states import frame_of, read_envelopes
 from statebus.supervisor import ListenSupervisor
@@ -35,6 +43,13 @@ BATCH = 1000  # users per read: bounds one query's time while a re-sync of thous
 # Reads in flight at once: while one waits for Postgres the other can start, so a burst
 # queues behind half as much. Order is safe: the hub keeps only newer versions.
 READERS = 2
+# How long a process stays not ready after an undecodable notification: long enough for
+# an operator to see it, short enough that one stray NOTIFY (any role may send one) does
+# not take a fleet out for good. Each one re-reads the watched users, so nothing is lost.
+UNDECODABLE_HOLD = 60.0
+# A burst of undecodable notifications costs one re-read per this many seconds, not one
+# each: a re-read queued after a notification arrived covers it.
+UNDECODABLE_RESYNC_DELAY = 0.2
 
 
 class Listener:
@@ -43,6 +58,7 @@ class Listener:
         dsn: str,
         hub: Hub,
         *,
+        health: DeliveryHealth | None = None,
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         max_backoff: float = 5.0,
@@ -50,11 +66,20 @@ class Listener:
     ) -> None:
         self._dsn = dsn
         self._hub = hub
-        # Users to read, in the order they became due, with the version the read must
-        # reach (RESYNC: unknown, read the primary).
-        self._due: dict[str, int] = {}
+        # Users to read -> when they became due (monotonic), oldest first.
+        self._due: dict[str, float] = {}
+        self._reading: dict[int, float] = {}  # reader -> when its batch's oldest became due
+        # Due users' version the read must reach (RESYNC: unknown, read the primary), for
+        # reads from a replica (replicas.py).
+        self._wanted: dict[str, int] = {}
         self._replica = None if read_dsn is None else ReplicaReader(read_dsn)
         self._wake = asyncio.Event()
+        self._undecodable = 0
+        self._resync_timer: asyncio.TimerHandle | None = None
+        self.health = DeliveryHealth() if health is None else health
+        self.health.add_check(self._listen_problem)
+        self.health.watch_pending(self.oldest_due)
+        self.health.on_stall(self.resync)
         self.supervisor = ListenSupervisor(
             dsn,
             {CHANNEL: self._on_notify},
@@ -75,7 +100,7 @@ class Listener:
 
     async def run(self) -> None:
         readers = [
-            asyncio.create_task(self._read_forever(), name=f"statebus-envelope-reader-{n}")
+            asyncio.create_task(self._read_forever(n), name=f"statebus-envelope-reader-{n}")
             for n in range(READERS)
         ]
         try:
@@ -90,54 +115,94 @@ class Listener:
                 self._replica.close()
 
     async def _receive(self) -> None:
-        """Feeds `_queue()` forever: here from LISTEN; an edge's from NATS (edge.py)."""
+        """Feeds the queue forever: here from LISTEN; an edge's from NATS (edge.py)."""
         await self.supervisor.run()
 
-    def readiness_problem(self) -> str | None:
-        """Why this process should not be sent traffic (None: no reason), for /readyz."""
-        return None if self.live else "listen connection down"
+    async def _resync(self, conn: asyncpg.Connection) -> None:
+        # LISTEN is active: anything committed from here on is notified. A recovery
+        # restarts PostgreSQL under us: move versions first if it was one. Then re-read
+        # the rest, the current version of every user somebody is watching.
+        await restore.check(conn)
+        self.resync()
 
-    async def _resync(self, _conn: asyncpg.Connection) -> None:
-        # LISTEN is active: anything committed from here on is notified. Re-read the
-        # rest, the current version of every user somebody is watching.
+    def resync(self) -> None:
+        """Re-read the current version of every watched user (newer ones are pushed)."""
         self._queue(self._hub.user_ids())
+
+    def oldest_due(self) -> float | None:
+        """When the oldest notification not yet turned into frames became due (monotonic)."""
+        first = next(iter(self._due.values()), None)
+        times = [*self._reading.values(), *([] if first is None else [first])]
+        return min(times) if times else None
+
+    def _listen_problem(self) -> str | None:
+        metrics.listen_connected.set(1 if self.live else 0)
+        return None if self.live else "listen connection down"
 
     def _on_notify(self, payload: str) -> None:
         metrics.notifications.inc()
         try:
             pairs = notification_decoder.decode(payload)
+        except msgspec.ValidationError as exc:
+            self._on_undecodable(str(exc))
+            return
         except msgspec.DecodeError:
-            log.error("undecodable statebus notification ignored")
+            self._on_undecodable("not JSON")
             return
         self._notified(pairs)
 
     def _notified(self, pairs: Iterable[tuple[str, int]]) -> None:
         """Queues the watched users of (user_id, version) pairs whose version is new here."""
-        hub, due = self._hub, self._due
+        hub, due, wanted = self._hub, self._due, self._wanted
+        now = time.monotonic()
         for user_id, version in pairs:
             if hub.watched(user_id) and version > hub.latest_version(user_id):
+                due.setdefault(user_id, now)
                 # At least this version must be read (a replica may lag; replicas.py).
-                if due.get(user_id, 0) != RESYNC:
-                    due[user_id] = max(version, due.get(user_id, 0))
+                if wanted.get(user_id, 0) != RESYNC:
+                    wanted[user_id] = max(version, wanted.get(user_id, 0))
         if due:
             self._wake.set()
 
-    def _queue(self, user_ids: Iterable[str]) -> None:
-        """Queues users to re-read from the primary: what was missed is not known."""
+    def _on_undecodable(self, why: str) -> None:
+        """A payload of another shape (another release's?) may name users watched here:
+        never drop it silently. Count it, say so once, be not ready for a while, and
+        re-read every watched user so their sockets still get what it named."""
+        metrics.undecodable_notifications.inc()
+        self._undecodable += 1
+        if self._undecodable == 1:
+            log.error(
+                "undecodable notification on channel %s (%s): is a newer statebus release "
+                "writing to this database? Re-reading watched users instead; counted in "
+                "statebus_notifications_undecodable_total",
+                CHANNEL,
+                why,
+            )
+        self.health.set_problem(
+            "undecodable",
+            f"{self._undecodable} undecodable notifications on channel {CHANNEL}"
+            " (a newer release's format?)",
+            hold=UNDECODABLE_HOLD,
+        )
+        if self._resync_timer is None:
+            self._resync_timer = asyncio.get_running_loop().call_later(
+                UNDECODABLE_RESYNC_DELAY, self._delayed_resync
+            )
+
+    def _delayed_resync(self) -> None:
+        self._resync_timer = None
+        self.resync()
+
+    def _queue(self, user_ids: Iterable[str], at: float | None = None) -> None:
         due = self._due
+        now = time.monotonic() if at is None else at
         for user_id in user_ids:
-            due[user_id] = RESYNC
+            due.setdefault(user_id, now)
+            self._wanted[user_id] = RESYNC  # what was missed is not known: the primary
         if due:
             self._wake.set()
 
-    def _requeue(self, wanted: dict[str, int]) -> None:
-        for user_id, version in wanted.items():
-            if version == RESYNC:
-                self._queue([user_id])
-            else:
-                self._notified([(user_id, version)])
-
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, reader: int) -> None:
         """Reads due users' envelopes on a connection of its own, kept while it works.
 
         Not a pool's: a pool's release resets the connection (one more round trip
@@ -149,35 +214,58 @@ class Listener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
+                conn = await sessions.connect(self._dsn, name="statebus envelope reader", timeout=5)
+                metrics.readers_connected.inc()
                 failures = 0
-                await self._read_with(conn)
+                await self._read_with(conn, reader)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 log.warning("could not read envelopes (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff.delay(failures, base=0.1, cap=2.0))
             finally:
                 if conn is not None:
+                    metrics.readers_connected.dec()
                     conn.terminate()
 
-    async def _read_with(self, conn: asyncpg.Connection) -> None:
+    async def _read_with(self, conn: asyncpg.Connection, reader: int) -> None:
         while True:
             await self._wake.wait()
             while self._due:
-                batch = list(itertools.islice(self._due, BATCH))
-                wanted = {user_id: self._due.pop(user_id) for user_id in batch}
-                wanted = {u: v for u, v in wanted.items() if self._hub.watched(u)}
-                if not wanted:
+                taken = dict(itertools.islice(self._due.items(), BATCH))
+                for user_id in taken:
+                    del self._due[user_id]
+                batch = [user_id for user_id in taken if self._hub.watched(user_id)]
+                if not batch:
                     continue
+                self._reading[reader] = min(taken.values())
+                wanted = {u: self._wanted.pop(u, RESYNC) for u in taken}
                 try:
                     if self._replica is None:
-                        envelopes = await read_envelopes(conn, list(wanted))
+                        envelopes = await read_envelopes(conn, batch)
                     else:
-                        envelopes = await self._replica.read(conn, wanted)
+                        envelopes = await self._replica.read(conn, {u: wanted[u] for u in batch})
                 except BaseException:
-                    self._requeue(wanted)  # read again on the next connection
+                    # Read again on the next connection, first, still as old as it is.
+                    self._due = {**{u: taken[u] for u in batch}, **self._due}
+                    for user_id in batch:
+                        if self._wanted.get(user_id, 0) != RESYNC:
+                            self._wanted[user_id] = max(
+                                wanted[user_id], self._wanted.get(user_id, 0)
+                            )
+                        if wanted[user_id] == RESYNC:
+                            self._wanted[user_id] = RESYNC
+                    self._wake.set()
                     raise
-                for env in envelopes:
-                    if env.version > self._hub.latest_version(env.user_id):
-                        self._hub.publish(frame_of(env))
+                finally:
+                    del self._reading[reader]
+                self._publish(envelopes)
             self._wake.clear()  # nothing due: every reader sleeps until the next queue
+
+    def _publish(self, envelopes: list[Envelope]) -> None:
+        hub = self._hub
+        now = time.time()
+        for env in envelopes:
+            if env.version > hub.latest_version(env.user_id) and hub.publish(frame_of(env)):
+                if env.committed_at is not None:  # a socket took it: a real delivery
+                    committed = datetime.fromisoformat(env.committed_at).timestamp()
+                    metrics.commit_to_socket.observe(max(0.0, now - committed))

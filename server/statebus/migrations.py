@@ -1,9 +1,10 @@
-"""`statebus migrate`: numbered migrations, then the trigger files, under one advisory lock.
+"""`statebus migrate`: numbered migrations, then the trigger files, under one table lock.
 
-Each migration runs in its own transaction and is recorded with its checksum; an
-applied migration whose file changed afterwards is refused, not silently skipped.
-The files of sql/triggers/ are CREATE OR REPLACE scripts, re-applied (in one
-transaction) whenever their combined checksum changes.
+Everything runs in one transaction holding a lock on statebus.schema_migrations; each
+migration is recorded with its checksum, and an applied migration whose file changed
+afterwards is refused, not silently skipped. The files of sql/triggers/ are CREATE OR
+REPLACE scripts, re-applied whenever their combined checksum changes. The lock is a
+table's, not an advisory lock, so no other database role can take it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,54 +24,112 @@ class MigrationError(Exception):
 @dataclass
 class MigrationReport:
     applied: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
     routines_applied: bool = False
     demo_seeded: bool = False
 
 
-async def migrate(conn: asyncpg.Connection, *, demo: bool = False) -> MigrationReport:
-    """Brings the database to the latest schema; safe to run from several processes at once."""
+# How long `statebus migrate` waits for a lock (another migrate, or a session holding one
+# of the tables a migration alters) before failing with the holders named.
+LOCK_TIMEOUT_SECONDS = 60.0
+BOOTSTRAP_ATTEMPTS = 5
+
+
+async def migrate(
+    conn: asyncpg.Connection, *, demo: bool = False, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> MigrationReport:
+    """Brings the database to the latest schema; safe to run from several processes at once.
+
+    Runs in one transaction holding a lock on statebus.schema_migrations (made by
+    bootstrap.sql, which any migrate runs first), so a failing migration leaves nothing
+    half-applied and a second migrate waits for the first. Every lock wait is bounded by
+    `lock_timeout`; past it, MigrationError names the sessions holding the tables."""
+    queries = sqlfiles.queries()
+    timeout_ms = max(1, round(lock_timeout * 1000))
+    await _bootstrap(conn, timeout_ms)
+    try:
+        async with conn.transaction():
+            await conn.execute(queries["set_lock_timeout"], timeout_ms)
+            await conn.execute(queries["migration_lock"])
+            return await _apply(conn, demo)
+    except asyncpg.LockNotAvailableError:
+        holders = await conn.fetch(queries["lock_holders"])
+        raise MigrationError(_held_by(lock_timeout, holders)) from None
+
+
+async def _bootstrap(conn: asyncpg.Connection, timeout_ms: int) -> None:
+    """Schema statebus and its bookkeeping tables (IF NOT EXISTS). Two first migrates
+    racing may both try to create them: the loser sees the winner's and runs again."""
+    for attempt in range(BOOTSTRAP_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                await conn.execute(sqlfiles.queries()["set_lock_timeout"], timeout_ms)
+                await conn.execute(sqlfiles.read("bootstrap.sql"))
+            return
+        except (asyncpg.UniqueViolationError, asyncpg.DuplicateObjectError):
+            if attempt == BOOTSTRAP_ATTEMPTS - 1:
+                raise
+
+
+def _held_by(lock_timeout: float, holders: list[asyncpg.Record]) -> str:
+    sessions = "; ".join(
+        f"pid {row['pid']} (role {row['role']}, application {row['application_name'] or '-'},"
+        f" {row['state']}, transaction since {row['xact_start']}) holds {row['locks']}"
+        for row in holders
+    )
+    return (
+        f"a lock migrate needs stayed held for {lock_timeout:g} s"
+        f"{': ' + sessions if sessions else ''}; end that session"
+        " (SELECT pg_terminate_backend(pid)) or wait, then run statebus migrate again"
+    )
+
+
+async def _repair(conn: asyncpg.Connection, migration: sqlfiles.Migration, applied: str) -> None:
+    """A migration file edited after a database applied it: known earlier edits have a
+    repair (sql/repairs/) that makes the database what today's file makes; the rest are
+    refused with what to do (docs/upgrading.md). Runs inside migrate's transaction."""
+    name = f"{migration.version:04d}_{migration.name}"
+    repair = sqlfiles.repair(migration, applied)
+    if repair is None:
+        raise MigrationError(
+            f"migration {name} was changed after it was applied (this database recorded "
+            f"checksum {applied[:8]}, this release has {migration.checksum[:8]}) and no "
+            "repair is known for that version: upgrade through the release that created "
+            "this database, or restore a backup; see docs/upgrading.md"
+        )
+    await conn.execute(repair)
+    await conn.execute(
+        sqlfiles.queries()["repair_migration"], migration.version, migration.checksum
+    )
+
+
+async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
     queries = sqlfiles.queries()
     report = MigrationReport()
-    await conn.execute(queries["migration_lock"])
-    try:
-        await conn.execute(sqlfiles.read("bootstrap.sql"))
-        applied = {
-            row["version"]: row["checksum"]
-            for row in await conn.fetch(queries["applied_migrations"])
-        }
-        for migration in sqlfiles.migrations():
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version:04d}_{migration.name} was changed after it "
-                        "was applied; add a new migration instead"
-                    )
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    queries["record_migration"],
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-            report.applied.append(f"{migration.version:04d}_{migration.name}")
+    applied = {
+        row["version"]: row["checksum"] for row in await conn.fetch(queries["applied_migrations"])
+    }
+    for migration in sqlfiles.migrations():
+        if migration.version in applied:
+            if applied[migration.version] != migration.checksum:
+                await _repair(conn, migration, applied[migration.version])
+                report.repaired.append(f"{migration.version:04d}_{migration.name}")
+            continue
+        await conn.execute(migration.sql)
+        await conn.execute(
+            queries["record_migration"], migration.version, migration.name, migration.checksum
+        )
+        report.applied.append(f"{migration.version:04d}_{migration.name}")
 
-        routines = sqlfiles.routines()
-        checksum = hashlib.sha256(
-            "".join(name + sql for name, sql in routines).encode()
-        ).hexdigest()
-        if report.applied or await conn.fetchval(queries["routines_checksum"]) != checksum:
-            async with conn.transaction():
-                for _name, sql in routines:
-                    await conn.execute(sql)
-                await conn.execute(queries["record_routines"], checksum)
-            report.routines_applied = True
+    routines = sqlfiles.routines()
+    checksum = hashlib.sha256("".join(name + sql for name, sql in routines).encode()).hexdigest()
+    if report.applied or await conn.fetchval(queries["routines_checksum"]) != checksum:
+        for _name, sql in routines:
+            await conn.execute(sql)
+        await conn.execute(queries["record_routines"], checksum)
+        report.routines_applied = True
 
-        if demo:
-            async with conn.transaction():
-                await conn.execute(sqlfiles.read("demo.sql"))
-            report.demo_seeded = True
-    finally:
-        await conn.execute(queries["migration_unlock"])
+    if demo:
+        await conn.execute(sqlfiles.read("demo.sql"))
+        report.demo_seeded = True
     return report

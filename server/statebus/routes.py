@@ -36,16 +36,18 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 only while notifications turn into frames (delivery.py says what it checks);
+    503 with every reason otherwise, and for the whole drain at shutdown."""
     rt = runtime(request)
-    problems = []
-    if (problem := rt.listener.readiness_problem()) is not None:
-        problems.append(problem)
-    try:
-        await rt.pool.fetchval(sqlfiles.queries()["ping"], timeout=2)
-    except Exception:
-        problems.append("database unreachable")
-    if rt.shutting_down:
-        problems.append("shutting down")
+    health = rt.health
+    if not rt.shutting_down:
+        try:
+            await rt.pool.fetchval(sqlfiles.queries()["ping"], timeout=2)
+        except Exception:
+            health.set_problem("database", "database unreachable")
+        else:
+            health.clear_problem("database")
+    problems = health.check()
     if problems:
         return error_response(503, "not_ready", "; ".join(problems))
     return json_response({"ok": True})

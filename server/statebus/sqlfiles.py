@@ -38,19 +38,28 @@ def read(name: str) -> str:
 
 def migrations() -> list[Migration]:
     """Numbered files of sql/migrations/, in order; a repeated number or a stray name is an
-    error. Numbers may skip: they are reserved per change so parallel branches never collide."""
+    error. Gaps are allowed: numbers are reserved per branch, and a branch may land before
+    the one holding a lower number (their migrations touch separate objects)."""
     found: list[Migration] = []
     for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if match is None:
             raise ValueError(f"migration file name must look like 0001_name.sql: {path.name}")
         found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
-    for previous, migration in zip(found, found[1:], strict=False):
-        if migration.version <= previous.version:
+    for before, migration in zip(found, found[1:], strict=False):
+        if migration.version == before.version:
             raise ValueError(f"two migrations are numbered {migration.version:04d}")
-    if found and found[0].version < 1:
-        raise ValueError("migrations are numbered from 0001")
     return found
+
+
+def repair(migration: Migration, applied_checksum: str) -> str | None:
+    """SQL that brings a database whose `migration` was applied from an earlier edit of
+    the file (known by its checksum) to what the current file makes; None if unknown.
+    sql/repairs/NNNN_name.<first 8 hex digits of the old checksum>.sql."""
+    path = (
+        SQL_DIR / "repairs" / f"{migration.version:04d}_{migration.name}.{applied_checksum[:8]}.sql"
+    )
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def routines() -> list[tuple[str, str]]:

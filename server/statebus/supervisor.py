@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from statebus import backoff, metrics, sqlfiles
+from statebus import backoff, metrics, sessions, sqlfiles
 
 log = logging.getLogger("statebus.listen")
 
@@ -75,7 +75,7 @@ class ListenSupervisor:
         self._lost.set()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=5)
+        conn = await sessions.connect(self._dsn, name=f"statebus {self._name}", timeout=5)
         self._conn = conn
         self._lost.clear()
         conn.add_termination_listener(self._on_terminated)

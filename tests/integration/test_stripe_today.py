@@ -149,14 +149,37 @@ async def test_an_incomplete_second_subscription_does_not_replace_the_active_one
     )
     assert await version_of(conn, USER) == version
 
-    fake.set_subscription("sub_2", status="active")  # 3-D Secure done: now it counts
+    # 3-D Secure done: now both bill. The user keeps the first; the second is a duplicate
+    # for an operator (docs/stripe.md), until the first ends.
+    fake.set_subscription("sub_2", status="active")
     body = subscription_event(fake, "customer.subscription.updated", "sub_2", event_id="e_3")
     await deliver(client, body)
-    await settled(conn, "e_3")
+    await settled(conn, "e_3", "ignored")
+    row = await subscription_row(conn, USER)
+    assert row is not None and row["stripe_subscription_id"] == "sub_1"
+    assert (
+        await conn.fetchval(
+            "SELECT kept_subscription_id FROM statebus.stripe_duplicates"
+            " WHERE subscription_id = 'sub_2' AND resolved_at IS NULL"
+        )
+        == "sub_1"
+    )
+
+    fake.set_subscription("sub_1", status="canceled")
+    body = subscription_event(fake, "customer.subscription.deleted", "sub_1", event_id="e_4")
+    await deliver(client, body)
+    await settled(conn, "e_4")  # the user's row shows sub_1 ended: it no longer outranks sub_2
+    body = subscription_event(fake, "customer.subscription.updated", "sub_2", event_id="e_5")
+    await deliver(client, body)
+    await settled(conn, "e_5")
     row = await subscription_row(conn, USER)
     assert row is not None and (row["stripe_subscription_id"], row["plan"]) == (
         "sub_2",
         "viral_surge",
+    )
+    assert await conn.fetchval(
+        "SELECT resolved_at IS NOT NULL FROM statebus.stripe_duplicates"
+        " WHERE subscription_id = 'sub_2'"
     )
 
 

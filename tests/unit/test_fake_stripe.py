@@ -12,7 +12,7 @@ import stripe
 from stripe.params import SubscriptionUpdateParams
 
 from statebus.testing.fake_stripe import TEST_API_KEY, FakeStripe, make_event, sign_payload
-from statebus.testing.fake_stripe.wire import parse_form
+from statebus.testing.fake_stripe.wire import StripeError, parse_form
 
 SECRET = "whsec_test"
 
@@ -295,3 +295,42 @@ def test_signed_event_passes_construct_event(fake: FakeStripe) -> None:
     stale = sign_payload(body, SECRET, timestamp=int(time.time()) - 600)
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(body, stale, SECRET)
+
+
+def _session(client: stripe.StripeClient, price: str) -> stripe.checkout.Session:
+    return client.v1.checkout.sessions.create(
+        {
+            "mode": "subscription",
+            "line_items": [{"price": price, "quantity": 1}],
+            "client_reference_id": "user_1",
+            "success_url": "http://127.0.0.1/",
+        }
+    )
+
+
+def test_an_expired_session_cannot_be_paid_and_a_paid_one_cannot_expire(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    first, second = _session(client, "price_a"), _session(client, "price_a")
+
+    expired = client.v1.checkout.sessions.expire(first.id)
+    assert expired.status == "expired" and expired.url is None
+    with pytest.raises(StripeError, match="cannot be paid"):
+        fake.complete_checkout(first.id)
+    page = httpx.post(f"{fake.url}/checkout/{first.id}/complete")
+    assert page.status_code == 410
+
+    fake.complete_checkout(second.id)
+    with pytest.raises(stripe.InvalidRequestError, match="status of complete"):
+        client.v1.checkout.sessions.expire(second.id)
+    assert len(fake.state.subscriptions) == 1
+
+
+def test_two_open_sessions_of_one_user_can_both_be_paid(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    first, second = _session(client, "price_a"), _session(client, "price_b")
+    paid = [fake.complete_checkout(s.id) for s in (first, second)]
+    subs = [fake.get_subscription(p["subscription"]) for p in paid]
+    assert [s["status"] for s in subs] == ["active", "active"]  # billed twice
+    assert subs[0]["customer"] != subs[1]["customer"]  # each session made its customer

@@ -1,20 +1,23 @@
 """`POST /v1/billing/checkout | portal | cancel | resume`: the flows a SaaS needs.
 
-Cancel and resume work like the upgrade (upgrade.py): inside one database transaction,
-under the subscription's and customer's locks, they change the subscription in Stripe
-and write what Stripe answered before the locks are released, so the answer is the new
-envelope and the webhook that follows writes nothing. Checkout and portal only create a
-Stripe session and answer its URL; the checkout's webhook links and writes the rest.
+Cancel and resume work like the upgrade (upgrade.py): one change of a user at a time
+(`one_change`), inside one database transaction, under the subscription's and customer's
+locks, they change the subscription in Stripe and write what Stripe answered before the
+locks are released, so the answer is the new envelope and the webhook that follows writes
+nothing. Checkout (checkout.py) and portal only create a Stripe session and answer its
+URL; the checkout's webhook links and writes the rest.
 Error messages are statebus's own: Stripe's text and ids never reach the client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import msgspec
 import stripe
 from asyncpg import Record
@@ -25,6 +28,7 @@ from statebus import sqlfiles
 from statebus.auth import Principal
 from statebus.http import HTTPError, authenticate, json_response, read_body
 from statebus.inputs import is_clean_text
+from statebus.keylocks import Busy
 from statebus.runtime import runtime
 from statebus.states import read_state
 from statebus.stripe import store
@@ -109,6 +113,66 @@ def return_url(request: Request, outcome: str | None = None) -> str:
     return f"{base}?checkout={outcome}" if outcome else base
 
 
+# -- one change at a time ---------------------------------------------------------------
+
+
+def change_in_progress() -> HTTPError:
+    return HTTPError(
+        409,
+        "change_in_progress",
+        "another billing change of this user is in progress; try again in a moment",
+    )
+
+
+@contextlib.asynccontextmanager
+async def one_change(request: Request, user_id: str) -> AsyncIterator[store.Conn]:
+    """A pooled connection in a transaction, for one billing change of `user_id`.
+
+    The user's earlier changes in this process are waited for first, without a connection
+    (so a storm of one user's requests holds at most one); the database locks taken inside
+    (store.lock) serialize other processes under lock_timeout. Either wait running out
+    answers 409 change_in_progress, and nothing was changed."""
+    rt = runtime(request)
+    service = rt.stripe
+    if service is None:
+        raise HTTPError(503, "stripe_not_configured", "Stripe is not configured on this server")
+    try:
+        async with (
+            service.changes.hold(user_id, rt.settings.billing_wait),
+            rt.pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            yield conn
+    except (Busy, asyncpg.LockNotAvailableError) as exc:
+        log.info("billing change of a user refused, busy: %s", type(exc).__name__)
+        raise change_in_progress() from None
+
+
+async def update_until(
+    gateway: StripeGateway,
+    sub_id: str,
+    params: dict[str, Any],
+    key: str,
+    done: Callable[[SubscriptionFacts], bool],
+) -> SubscriptionFacts:
+    """Sends one change and returns Stripe's subscription once `done` holds for it.
+
+    A replayed answer (this key was used by a change that did not commit here) is checked
+    against Stripe's current object; if that no longer shows the change (someone undid it
+    in the meantime), it is sent once more under a key of its own. Never returns a
+    subscription that does not show the change: the caller would answer with it."""
+    for attempt in range(2):
+        facts, replayed = await gateway.update(
+            sub_id, params, key if attempt == 0 else f"{key}-again"
+        )
+        if replayed:
+            facts = await gateway.subscription(sub_id)
+        if done(facts):
+            return facts
+    log.warning("Stripe answered a billing change without making it")
+    raise HTTPError(502, "stripe_failed", "Stripe did not make the change; try again")
+
+
 # -- cancel and resume -------------------------------------------------------------------
 
 Change = Callable[[SubscriptionFacts], dict[str, Any] | None]  # None: Stripe has it already
@@ -121,21 +185,24 @@ async def change_subscription(
     gateway = gateway_of(request)
     user_id = principal.user_id
     q = sqlfiles.queries()
-    async with rt.pool.acquire() as conn, conn.transaction():
+    async with one_change(request, user_id) as conn:
         sub_id = live_subscription(await conn.fetchrow(q["stripe_local_subscription"], user_id))
         if sub_id is None:
             raise HTTPError(409, "no_subscription", "this user has no live subscription")
-        version: int = await conn.fetchval(q["stripe_user_version"], user_id)
         try:
-            await store.lock(conn, sub_id, None)
+            changes = await store.lock(conn, sub_id, None)
             current = await gateway.subscription(sub_id)
             await store.lock(conn, None, current.customer)
+            await conn.execute(q["stripe_lock_user_row"], user_id)
             facts, params = current, change(current)
             if params is not None:
-                key = idempotency_key(source, user_id, sub_id, sorted(params.items()), version)
-                facts, replayed = await gateway.update(sub_id, params, key)
-                if replayed:  # an old answer for this key may be stale: read the truth
-                    facts = await gateway.subscription(sub_id)
+                # Named by what is asked of which subscription after how many changes,
+                # all read under the lock: the next cancel is never this one's replay.
+                key = idempotency_key(source, sub_id, sorted(params.items()), changes)
+                facts = await update_until(
+                    gateway, sub_id, params, key, lambda now: change(now) is None
+                )
+                await store.changed(conn, f"sub:{sub_id}")
             await store.write_subscription(conn, facts, source, gateway.subscription_or_none)
         except stripe.StripeError as exc:
             raise stripe_failed(exc) from None
@@ -166,35 +233,7 @@ async def resume(request: Request) -> Response:
     return await change_subscription(request, await authenticate(request), "resume", _resume)
 
 
-# -- checkout and portal ------------------------------------------------------------------
-
-
-async def checkout(request: Request) -> Response:
-    rt = runtime(request)
-    change = await plan_change(request, "checkout requests")
-    gateway, user_id, price = change.gateway, change.user_id, change.price
-    q = sqlfiles.queries()
-    if live_subscription(await rt.pool.fetchrow(q["stripe_local_subscription"], user_id)):
-        raise HTTPError(409, "has_subscription", "this user has a subscription: upgrade it")
-    customer: str | None = await rt.pool.fetchval(q["stripe_customer_for_user"], user_id)
-    params: dict[str, Any] = {
-        "mode": "subscription",
-        "line_items": [{"price": price, "quantity": 1}],
-        "client_reference_id": user_id,
-        "success_url": return_url(request, "success"),
-        "cancel_url": return_url(request, "cancel"),
-        "metadata": {"user_id": user_id},
-        "subscription_data": {"metadata": {"user_id": user_id}},
-    }
-    if customer is not None:
-        params["customer"] = customer
-    version: int = await rt.pool.fetchval(q["stripe_user_version"], user_id)
-    key = idempotency_key("checkout", user_id, price, customer, version)
-    try:
-        url = await gateway.checkout_url(params, key)
-    except stripe.StripeError as exc:
-        raise stripe_failed(exc) from None
-    return json_response(UrlAnswer(url))
+# -- portal ----------------------------------------------------------------------------------
 
 
 async def portal(request: Request) -> Response:

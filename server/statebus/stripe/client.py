@@ -39,8 +39,13 @@ class StripeNotConfigured(Exception):
 
 
 def idempotency_key(action: str, *parts: object) -> str:
-    """Same request, same key (a retry is applied once). Callers include the user's state
-    version, so a later identical change (after a downgrade, say) gets a new key."""
+    """Same change, same key (a retry is applied once); the next change, another key.
+
+    Callers name the change itself (the operation, the subscription, the target) and the
+    count of changes committed under the subscription's lock, read under that lock
+    (store.lock): a change whose transaction did not commit is retried with its key, and
+    cancel, resume, cancel gets three keys, so Stripe never replays an old answer for a
+    new change."""
     text = "\x1f".join((f"statebus-{action}", *map(str, parts)))
     return f"statebus-{action}-" + hashlib.sha256(text.encode()).hexdigest()[:48]
 
@@ -104,12 +109,25 @@ class StripeGateway:
         async for sub in page.auto_paging_iter():
             yield facts_from(sub)
 
-    async def checkout_url(self, params: dict[str, Any], key: str) -> str:
+    async def checkout_session(self, params: dict[str, Any], key: str) -> tuple[str, str]:
+        """Creates a Checkout Session; returns its id and URL."""
         session = await self._client.v1.checkout.sessions.create_async(
             params,  # type: ignore[arg-type]
             {"idempotency_key": key},
         )
-        return str(session.url)
+        return str(session.id), str(session.url)
+
+    async def expire_checkout(self, session_id: str) -> str:
+        """Expires an open Checkout Session so it can no longer be paid; returns the status
+        it ends in: `expired`, or `complete` when the customer paid it first."""
+        try:
+            session = await self._client.v1.checkout.sessions.expire_async(session_id)
+        except stripe.InvalidRequestError as exc:
+            if is_missing(exc):
+                return "expired"  # nothing left to pay
+            # Only an open session can be expired: read which state it is in instead.
+            session = await self._client.v1.checkout.sessions.retrieve_async(session_id)
+        return str(session.status)
 
     async def portal_url(self, customer: str, return_url: str) -> str:
         session = await self._client.v1.billing_portal.sessions.create_async(

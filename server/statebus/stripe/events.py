@@ -177,7 +177,7 @@ async def sync_subscription(
     result = await store.write_subscription(conn, facts, source, fetch)
     if result.outcome == "unmatched":
         return Outcome("unmatched", result.detail)
-    if result.outcome in ("superseded", "no_plan"):
+    if result.outcome in ("superseded", "no_plan", "duplicate"):
         return Outcome("ignored", result.detail)
     return Outcome("applied", result.detail)
 
@@ -195,6 +195,7 @@ async def _apply_checkout(conn: store.Conn, gateway: StripeGateway, event: Store
     customer = customer_of(event)
     sub_id = subscription_of(event)
     await store.lock(conn, sub_id, customer)  # same order as sync_subscription
+    await store.checkout_completed(conn, _str(obj.get("id")))
     if user_id is not None and customer is not None:
         if not await conn.fetchval(sqlfiles.queries()["stripe_user_exists"], user_id):
             return Outcome("unmatched", f"client_reference_id {user_id} is no user (yet)")

@@ -1,7 +1,7 @@
 """`statebus stripe-events [--failed] [--requeue EVENT_ID]`: stuck Stripe events.
 
 Lists the stored events that are not done (failed for good, retrying, or waiting for
-their customer's user) with their last error; `--requeue` makes one due again with a
+their customer's user) with their last error, then users' duplicate subscriptions; `--requeue` makes one due again with a
 fresh attempt budget, after whatever made it fail was fixed (a plan's price, a user).
 """
 
@@ -47,6 +47,22 @@ async def _run(dsn: str, failed_only: bool, requeue: str | None, out: TextIO) ->
         kind = "failed" if failed_only else "stuck"
         more = f" (first {LIMIT})" if len(rows) == LIMIT else ""
         print(f"{len(rows)} {kind} event(s){more}", file=out)
+        await _duplicates(conn, out)
         return 0
     finally:
         await conn.close()
+
+
+async def _duplicates(conn: asyncpg.Connection, out: TextIO) -> None:
+    """Second billed subscriptions kept out of users' states (docs/stripe.md): each one is
+    for an operator to refund and cancel in Stripe; it disappears once it has ended."""
+    rows = await conn.fetch(sqlfiles.queries()["stripe_duplicates_open"], LIMIT)
+    for row in rows:
+        print(
+            f"duplicate {row['subscription_id']}  user={row['user_id']}"
+            f"  customer={row['customer_id']}  kept={row['kept_subscription_id']}"
+            f"  detected={row['detected_at'].isoformat()}  refund and cancel it in Stripe",
+            file=out,
+        )
+    if rows:
+        print(f"{len(rows)} duplicate subscription(s) to refund or cancel", file=out)

@@ -17,7 +17,7 @@ import asyncpg
 import stripe
 
 from statebus import sqlfiles
-from statebus.config import Settings
+from statebus.config import Settings, lock_timeout_ms
 from statebus.database import database_url
 from statebus.stripe import store
 from statebus.stripe.client import StripeGateway
@@ -75,8 +75,12 @@ async def _reconcile(
     settings: Settings, dsn: str, user_id: str | None, dry_run: bool, out: TextIO
 ) -> int:
     gateway = StripeGateway(settings)
+    # A lock held by a running server's change fails this run fast instead of hanging it.
     conn = await asyncpg.connect(dsn)
     try:
+        await conn.execute(
+            sqlfiles.queries()["set_session_lock_timeout"], lock_timeout_ms(settings)
+        )
         subs = await _stripe_subscriptions(conn, gateway, user_id)
         by_user: dict[str, list[store.Resolved]] = {}
         for facts in subs:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from statebus.stripe.billing import cancel, checkout, portal, resume
+from statebus.stripe.billing import cancel, portal, resume
+from statebus.stripe.checkout import checkout
 from statebus.stripe.upgrade import upgrade
 from statebus.stripe.webhook import stripe_webhook
 

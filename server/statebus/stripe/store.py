@@ -10,6 +10,7 @@ made on fresh reads. The triggers turn the commit into at most one version per u
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +19,15 @@ from typing import Literal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from statebus import sqlfiles
+from statebus import metrics, sqlfiles
 from statebus.stripe.facts import Item, SubscriptionFacts, rank
 
 # A plain connection (CLI) or one lent by the pool (server).
 Conn = asyncpg.Connection | PoolConnectionProxy
 Source = Literal["stripe_webhook", "upgrade_api", "checkout", "cancel", "resume", "reconcile"]
+# Statuses a customer is charged in: a second such subscription of one user is a duplicate.
+BILLED_STATUSES = frozenset({"active", "trialing", "past_due"})
+log = logging.getLogger("statebus.stripe")
 # Reads another subscription from Stripe (None when Stripe no longer has it).
 Fetch = Callable[[str], Awaitable[SubscriptionFacts | None]]
 
@@ -80,7 +84,7 @@ def _period_end(facts: SubscriptionFacts, item: Item | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class WriteResult:
-    outcome: Literal["written", "unchanged", "unmatched", "superseded", "no_plan"]
+    outcome: Literal["written", "unchanged", "unmatched", "superseded", "no_plan", "duplicate"]
     user_id: str | None
     detail: str | None = None
 
@@ -89,13 +93,34 @@ async def set_source(conn: Conn, source: Source) -> None:
     await conn.execute(sqlfiles.queries()["stripe_set_source"], source)
 
 
-async def lock(conn: Conn, sub_id: str | None, customer_id: str | None) -> None:
-    """Held until the transaction ends; always subscription first, then customer."""
-    q = sqlfiles.queries()
+async def lock(conn: Conn, sub_id: str | None, customer_id: str | None) -> int:
+    """Held until the transaction ends; always subscription first, then customer. Returns
+    the subscription's count of changes committed under its lock (0 without one), the
+    part of an idempotency key that tells one change from the next.
+
+    The locks are rows of statebus.stripe_locks, which only the owner may lock; the wait
+    is bounded by the connection's lock_timeout (STATEBUS_LOCK_TIMEOUT), past which
+    asyncpg.LockNotAvailableError is raised and the caller's transaction rolls back."""
+    changes = 0
     if sub_id:
-        await conn.execute(q["stripe_lock_subscription"], sub_id)
+        changes = await lock_key(conn, f"sub:{sub_id}")
     if customer_id:
-        await conn.execute(q["stripe_lock_customer"], customer_id)
+        await lock_key(conn, f"customer:{customer_id}")
+    return changes
+
+
+async def lock_key(conn: Conn, key: str) -> int:
+    """Locks one row of statebus.stripe_locks (made on first use); returns its count."""
+    q = sqlfiles.queries()
+    await conn.execute(q["stripe_lock_row"], key)
+    changes: int = await conn.fetchval(q["stripe_lock"], key)
+    return changes
+
+
+async def changed(conn: Conn, key: str) -> None:
+    """Counts one change made under the lock `key`, committed with the caller's transaction:
+    a change that did not commit keeps its idempotency key for its retry."""
+    await conn.execute(sqlfiles.queries()["stripe_lock_changed"], key)
 
 
 async def user_for(conn: Conn, facts: SubscriptionFacts) -> str | None:
@@ -152,15 +177,48 @@ async def write_subscription(
     shown = local["stripe_subscription_id"] if local is not None else None
     if shown is not None and shown != facts.id:
         other = await fetch(shown)
+        if other is not None and billed(other) and billed(facts):
+            return await flag_duplicate(conn, user_id, facts, shown)
         if other is not None and rank(other) > rank(facts):
+            if facts.ended:
+                await conn.execute(q["stripe_duplicate_resolve"], facts.id)
             return WriteResult("superseded", user_id, f"user keeps subscription {shown}")
     plan = resolved.plan or (local["plan"] if local is not None else None)
     if plan is None:
         return WriteResult("no_plan", user_id, resolved.why_no_plan)
+    # Shown from now on (the first ended, say): no longer a duplicate to act on.
+    await conn.execute(q["stripe_duplicate_resolve"], facts.id)
     await set_source(conn, source)
     row = resolved.row(plan)
     written = await conn.fetchval(q["stripe_upsert_subscription"], user_id, *row.values())
     return WriteResult("written" if written else "unchanged", user_id, resolved.why_no_plan)
+
+
+async def checkout_completed(conn: Conn, session_id: str | None) -> None:
+    """A session statebus made was paid: a later checkout need not expire it."""
+    if session_id is not None:
+        await conn.execute(sqlfiles.queries()["checkout_session_status"], session_id, "complete")
+
+
+def billed(facts: SubscriptionFacts) -> bool:
+    """The customer pays for it now (what a second one must not silently add to)."""
+    return facts.status in BILLED_STATUSES
+
+
+async def flag_duplicate(
+    conn: Conn, user_id: str, facts: SubscriptionFacts, kept: str
+) -> WriteResult:
+    """Policy (docs/stripe.md): the user keeps the subscription shown first; a second one
+    billed at the same time stays out of the state and is listed for an operator."""
+    q = sqlfiles.queries()
+    flagged = await conn.fetchval(
+        q["stripe_duplicate_insert"], facts.id, user_id, facts.customer or None, kept
+    )
+    if flagged is not None:
+        log.warning("user has a second billed subscription; flagged for an operator")
+        metrics.stripe_duplicates.inc()
+    detail = f"duplicate: user keeps subscription {kept}; see `statebus stripe-events`"
+    return WriteResult("duplicate", user_id, detail)
 
 
 async def link_customer(conn: Conn, user_id: str, customer_id: str, source: Source) -> int:
@@ -171,6 +229,10 @@ async def link_customer(conn: Conn, user_id: str, customer_id: str, source: Sour
     owner: str | None = await conn.fetchval(q["stripe_user_for_customer"], customer_id)
     if owner is not None and owner != user_id:
         raise CustomerTaken(f"customer {customer_id} is linked to another user")
+    if await conn.fetchval(q["stripe_billed_elsewhere"], user_id, customer_id):
+        # A second checkout's customer while the first one's subscription bills: the user
+        # stays with the first (its subscription is kept; the second is a duplicate).
+        return 0
     await set_source(conn, source)
     await conn.execute(q["stripe_link_customer"], user_id, customer_id)
     requeued: int | None = await conn.fetchval(q["stripe_inbox_requeue_customer"], customer_id)

@@ -43,6 +43,7 @@ class _Rule:
     remaining: int
     path_prefix: str
     status: int  # 0: drop the connection after applying the request
+    method: str | None = None  # None: any method
 
 
 def _error_for(status: int) -> StripeError:
@@ -140,16 +141,22 @@ class FakeStripe(Dashboard):
 
     # -- failure injection -----------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, *, status: int = 500, path_prefix: str = "/v1/") -> None:
-        """The next ``n`` requests under ``path_prefix`` answer a Stripe error, unapplied."""
+    def fail_next(
+        self, n: int = 1, *, status: int = 500, path_prefix: str = "/v1/", method: str | None = None
+    ) -> None:
+        """The next ``n`` requests under ``path_prefix`` (of ``method``, if given) answer a
+        Stripe error, unapplied."""
         with self._lock:
-            self._rules.append(_Rule(n, path_prefix, status))
+            self._rules.append(_Rule(n, path_prefix, status, method))
 
-    def drop_next(self, n: int = 1, *, path_prefix: str = "/v1/") -> None:
-        """The next ``n`` requests are applied (and their idempotent result stored), then the
-        connection drops unanswered: the client sees APIConnectionError for a done change."""
+    def drop_next(
+        self, n: int = 1, *, path_prefix: str = "/v1/", method: str | None = None
+    ) -> None:
+        """The next ``n`` requests (of ``method``, if given) are applied (and their idempotent
+        result stored), then the connection drops unanswered: the client sees
+        APIConnectionError for a done change."""
         with self._lock:
-            self._rules.append(_Rule(n, path_prefix, 0))
+            self._rules.append(_Rule(n, path_prefix, 0, method))
 
     def set_latency(self, seconds: float) -> None:
         with self._lock:
@@ -201,7 +208,12 @@ class FakeStripe(Dashboard):
     ) -> tuple[int, JSON, dict[str, str]] | None:
         """Status, body and extra headers for one request, or None to drop it (lock held)."""
         rule = next(
-            (r for r in self._rules if r.remaining and path.startswith(r.path_prefix)), None
+            (
+                r
+                for r in self._rules
+                if r.remaining and path.startswith(r.path_prefix) and r.method in (None, method)
+            ),
+            None,
         )
         if rule is not None:
             rule.remaining -= 1

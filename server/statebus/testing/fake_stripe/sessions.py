@@ -67,13 +67,31 @@ def retrieve_checkout_session(state: StripeState, session_id: str, _: JSON) -> J
     return copy.deepcopy(state.checkout_sessions[session_id])
 
 
-def complete_checkout(state: StripeState, session_id: str) -> JSON:
-    """What paying does: customer, subscription (mode subscription), the event."""
+def expire_checkout_session(state: StripeState, session_id: str, _: JSON) -> JSON:
+    """`POST /v1/checkout/sessions/{id}/expire`: an open session can no longer be paid."""
     session = state.checkout_sessions.get(session_id)
     if session is None:
         raise missing("checkout.session", session_id)
     if session["status"] != "open":
-        return copy.deepcopy(session)
+        raise StripeError(
+            400,
+            'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout '
+            f"Session has a status of {session['status']}.",
+        )
+    session.update(status="expired", url=None)
+    state.emit("checkout.session.expired", session)
+    return copy.deepcopy(session)
+
+
+def complete_checkout(state: StripeState, session_id: str) -> JSON:
+    """What paying does: customer, subscription (mode subscription), the event. Only an
+    open session can be paid: an expired or already paid one is refused, as on Stripe's
+    page. Paying two open sessions of one user makes two billed subscriptions."""
+    session = state.checkout_sessions.get(session_id)
+    if session is None:
+        raise missing("checkout.session", session_id)
+    if session["status"] != "open":
+        raise StripeError(400, f"This Checkout Session is {session['status']}: it cannot be paid")
     if session["customer"] is None:
         email = session["customer_email"]
         session["customer"] = state.add_customer(email=email)["id"]
@@ -146,7 +164,10 @@ def _checkout_page(state: StripeState, session_id: str, method: str, action: str
     if session is None:
         return 404, _page("No such checkout", ""), {}
     if method == "POST" and action == "complete":
-        complete_checkout(state, session_id)
+        try:
+            complete_checkout(state, session_id)
+        except StripeError as exc:
+            return 410, _page("Checkout no longer active", html.escape(str(exc))), {}
         target = session["success_url"].replace("{CHECKOUT_SESSION_ID}", session_id)
         return 303, "", {"Location": target}
     prices = ", ".join(state.sells[session_id]["prices"])
@@ -189,5 +210,6 @@ def session_routes() -> list[tuple[str, str, Any]]:
     return [
         ("POST", r"/v1/checkout/sessions()", create_checkout_session),
         ("GET", r"/v1/checkout/sessions/([^/]+)", retrieve_checkout_session),
+        ("POST", r"/v1/checkout/sessions/([^/]+)/expire", expire_checkout_session),
         ("POST", r"/v1/billing_portal/sessions()", create_portal_session),
     ]

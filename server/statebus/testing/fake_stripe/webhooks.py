@@ -33,6 +33,8 @@ class WebhookSender:
         self.sent: list[tuple[str, int]] = []  # (event type, HTTP status) for tests
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._stopping = threading.Event()
+        self._delivering = threading.Event()  # cleared by hold(): events wait, in order
+        self._delivering.set()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -49,8 +51,18 @@ class WebhookSender:
     def send(self, event_type: str, obj: JSON) -> None:
         self._queue.put(make_event(event_type, obj))
 
+    def hold(self) -> None:
+        """Events wait (as when Stripe's deliveries lag) until release()."""
+        self._delivering.clear()
+
+    def release(self) -> None:
+        self._delivering.set()
+
     def _run(self) -> None:
         while (body := self._queue.get()) is not None:
+            while not self._delivering.wait(0.05):
+                if self._stopping.is_set():
+                    return
             self._deliver(body)
 
     def _deliver(self, body: bytes) -> None:
