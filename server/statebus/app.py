@@ -80,7 +80,12 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
                 admin_claim=settings.admin_claim,
             )
         )
-        listener = Listener(dsn, hub, health=DeliveryHealth(settings.ready_threshold))
+        health = DeliveryHealth(settings.ready_threshold)
+        listener = (
+            Listener(dsn, hub, health=health, read_dsn=settings.read_database_url)
+            if settings.nats_url is None
+            else edge_listener(dsn, hub, settings, health)
+        )
         rt = Runtime(settings, dsn, pool, hub, listener, verifier)
         app.state.runtime = rt
         from statebus.stripe import service as stripe_service
@@ -129,6 +134,13 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> App:
         },
         lifespan=lifespan,
     )
+
+
+def edge_listener(dsn: str, hub: Hub, settings: Settings, health: DeliveryHealth) -> Listener:
+    """With STATEBUS_NATS_URL this process is an edge of the relay tier: no LISTEN."""
+    from statebus.edge import EdgeListener
+
+    return EdgeListener(dsn, hub, settings, health=health)
 
 
 def stripe_routes() -> list[Route]:

@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
         help="json: one JSON object per line (default: STATEBUS_LOG_FORMAT, else text)",
     )
 
+    relay = commands.add_parser(
+        "relay", help="LISTEN on Postgres and publish to NATS (the relay tier's leader)"
+    )
+    relay.add_argument("--name", help="how other relays name this one (default host:pid)")
+    relay.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
+    relay.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
+    )
+
     migrate_cmd = commands.add_parser("migrate", help="apply migrations")
     migrate_cmd.add_argument("--demo", action="store_true", help="also seed the demo data")
 
@@ -102,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PoolerError as exc:
             print(f"statebus serve: {exc}", file=sys.stderr)
             return 2
+    if args.command == "relay":
+        from statebus.relay import run_relay
+
+        return run_relay(
+            settings, name=args.name, metrics_port=args.metrics_port, log_level=args.log_level
+        )
     if args.command == "reconcile":
         from statebus.stripe.reconcile import run_reconcile
 

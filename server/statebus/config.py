@@ -73,6 +73,11 @@ class Settings:
     notify_queue_alert: float = 0.5
     # Log lines as plain text or one JSON object each (logformat.py).
     log_format: str = "text"
+    # The relay tier (docs/scaling.md): NATS servers, comma separated; None = single process.
+    nats_url: str | None = None
+    nats_creds: Path | None = None  # a NATS .creds file (or user:password in the URL)
+    # A streaming replica for the envelope reads that notifications cause (replicas.py).
+    read_database_url: str | None = None
 
     def __repr__(self) -> str:  # never print secrets, even in a traceback
         return (
@@ -111,6 +116,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
     proration = env.get("STATEBUS_PRORATION_BEHAVIOR") or "always_invoice"
     if proration not in PRORATIONS:
         raise ConfigError(f"STATEBUS_PRORATION_BEHAVIOR must be one of {', '.join(PRORATIONS)}")
+    nats_url, nats_creds = _nats(env, production)
     return Settings(
         database_url=env.get("STATEBUS_DATABASE_URL") or None,
         home=home,
@@ -139,7 +145,34 @@ def load(env: dict[str, str] | None = None) -> Settings:
         header_timeout=_count(env, "STATEBUS_HEADER_TIMEOUT", 10),
         idle_timeout=_count(env, "STATEBUS_IDLE_TIMEOUT", 5),
         webhook_concurrency=_count(env, "STATEBUS_WEBHOOK_CONCURRENCY", 8),
+        nats_url=nats_url,
+        nats_creds=nats_creds,
+        read_database_url=env.get("STATEBUS_READ_DATABASE_URL") or None,
     )
+
+
+def _nats(env: dict[str, str], production: bool) -> tuple[str | None, Path | None]:
+    """STATEBUS_NATS_URL and STATEBUS_NATS_CREDS; in production NATS must authenticate."""
+    url = env.get("STATEBUS_NATS_URL") or None
+    creds_value = env.get("STATEBUS_NATS_CREDS") or None
+    creds = None if creds_value is None else Path(creds_value).expanduser()
+    if url is None:
+        return None, None
+    servers = _list(url)
+    for server in servers:
+        scheme = server.split("://", 1)[0] if "://" in server else ""
+        if scheme not in ("nats", "tls"):
+            raise ConfigError(
+                f"STATEBUS_NATS_URL must list nats://host:port (or tls://) addresses, not {server!r}"
+            )
+    if creds is not None and not creds.is_file():
+        raise ConfigError(f"STATEBUS_NATS_CREDS names no readable file: {creds}")
+    if production and creds is None and not all("@" in server for server in servers):
+        raise ConfigError(
+            "STATEBUS_NATS_CREDS (or user:password@ in every STATEBUS_NATS_URL address) is"
+            " required in production: an unauthenticated NATS lets anyone publish versions"
+        )
+    return ",".join(servers), creds
 
 
 def _environment(env: dict[str, str]) -> str:

@@ -33,6 +33,7 @@ from statebus.core_messages import Envelope, notification_decoder
 from statebus.delivery import DeliveryHealth
 from statebus.envelopes import frame_of, read_envelopes
 from statebus.hub import Hub
+from statebus.replicas import RESYNC, ReplicaReader
 from statebus.supervisor import ListenSupervisor
 
 log = logging.getLogger("statebus.listener")
@@ -61,12 +62,17 @@ class Listener:
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         max_backoff: float = 5.0,
+        read_dsn: str | None = None,
     ) -> None:
         self._dsn = dsn
         self._hub = hub
         # Users to read -> when they became due (monotonic), oldest first.
         self._due: dict[str, float] = {}
         self._reading: dict[int, float] = {}  # reader -> when its batch's oldest became due
+        # Due users' version the read must reach (RESYNC: unknown, read the primary), for
+        # reads from a replica (replicas.py).
+        self._wanted: dict[str, int] = {}
+        self._replica = None if read_dsn is None else ReplicaReader(read_dsn)
         self._wake = asyncio.Event()
         self._undecodable = 0
         self._resync_timer: asyncio.TimerHandle | None = None
@@ -98,13 +104,19 @@ class Listener:
             for n in range(READERS)
         ]
         try:
-            await self.supervisor.run()
+            await self._receive()
         finally:
             for reader in readers:
                 reader.cancel()
             for reader in readers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+            if self._replica is not None:
+                self._replica.close()
+
+    async def _receive(self) -> None:
+        """Feeds the queue forever: here from LISTEN; an edge's from NATS (edge.py)."""
+        await self.supervisor.run()
 
     async def _resync(self, conn: asyncpg.Connection) -> None:
         # LISTEN is active: anything committed from here on is notified. A recovery
@@ -137,12 +149,20 @@ class Listener:
         except msgspec.DecodeError:
             self._on_undecodable("not JSON")
             return
-        hub = self._hub
-        self._queue(
-            user_id
-            for user_id, version in pairs
-            if hub.watched(user_id) and version > hub.latest_version(user_id)
-        )
+        self._notified(pairs)
+
+    def _notified(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Queues the watched users of (user_id, version) pairs whose version is new here."""
+        hub, due, wanted = self._hub, self._due, self._wanted
+        now = time.monotonic()
+        for user_id, version in pairs:
+            if hub.watched(user_id) and version > hub.latest_version(user_id):
+                due.setdefault(user_id, now)
+                # At least this version must be read (a replica may lag; replicas.py).
+                if wanted.get(user_id, 0) != RESYNC:
+                    wanted[user_id] = max(version, wanted.get(user_id, 0))
+        if due:
+            self._wake.set()
 
     def _on_undecodable(self, why: str) -> None:
         """A payload of another shape (another release's?) may name users watched here:
@@ -178,6 +198,7 @@ class Listener:
         now = time.monotonic() if at is None else at
         for user_id in user_ids:
             due.setdefault(user_id, now)
+            self._wanted[user_id] = RESYNC  # what was missed is not known: the primary
         if due:
             self._wake.set()
 
@@ -217,11 +238,22 @@ class Listener:
                 if not batch:
                     continue
                 self._reading[reader] = min(taken.values())
+                wanted = {u: self._wanted.pop(u, RESYNC) for u in taken}
                 try:
-                    envelopes = await read_envelopes(conn, batch)
+                    if self._replica is None:
+                        envelopes = await read_envelopes(conn, batch)
+                    else:
+                        envelopes = await self._replica.read(conn, {u: wanted[u] for u in batch})
                 except BaseException:
                     # Read again on the next connection, first, still as old as it is.
                     self._due = {**{u: taken[u] for u in batch}, **self._due}
+                    for user_id in batch:
+                        if self._wanted.get(user_id, 0) != RESYNC:
+                            self._wanted[user_id] = max(
+                                wanted[user_id], self._wanted.get(user_id, 0)
+                            )
+                        if wanted[user_id] == RESYNC:
+                            self._wanted[user_id] = RESYNC
                     self._wake.set()
                     raise
                 finally:

@@ -1,0 +1,123 @@
+"""Edges through NATS trouble: a node killed -9, an edge killed -9, NATS down for 5 s,
+and no relay at all for a while. Every test ends with every socket at its user's latest
+version, versions strictly increasing, and no socket sent another user's snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+from tests.helpers import wait_for
+from tests.integration.tier.conftest import Tier
+from tests.integration.tier.test_relay import USERS, setup_users, wait_leader, writes
+from tests.integration.tier.tier import Follower, assert_all_current, metric_of, write
+
+
+async def writing(dsn: str) -> tuple[asyncio.Event, asyncio.Task[int], asyncpg.Connection]:
+    stop = asyncio.Event()
+    writer_conn = await asyncpg.connect(dsn)
+    return stop, asyncio.create_task(writes(writer_conn, stop)), writer_conn
+
+
+async def stop_writing(
+    stop: asyncio.Event, writer: asyncio.Task[int], writer_conn: asyncpg.Connection
+) -> int:
+    stop.set()
+    try:
+        return await writer
+    finally:
+        await writer_conn.close()
+
+
+async def test_nats_node_killed_and_edge_killed(tier: Tier, conn: asyncpg.Connection) -> None:
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    e1, e2 = await tier.edge("e1"), await tier.edge("e2")
+    # Half the sockets start on each edge; each moves to the other when its edge dies.
+    followers = [
+        Follower(user, [e1.ws, e2.ws] if n % 2 else [e2.ws, e1.ws]).start()
+        for n, user in enumerate(USERS)
+    ]
+    await assert_all_current(conn, followers)
+    stop, writer, writer_conn = await writing(tier.dsn)
+    try:
+        await asyncio.sleep(0.3)
+        tier.nats.kill(tier.nats.nodes[0])
+        await asyncio.sleep(1.0)
+        e1.kill9()
+        await asyncio.sleep(1.0)
+        tier.nats.start_node(tier.nats.nodes[0])
+        await asyncio.sleep(0.3)
+    finally:
+        assert await stop_writing(stop, writer, writer_conn) > 0
+    try:
+        await assert_all_current(conn, followers, timeout=20)
+        moved = [f for f in followers if f.urls[0] == e1.ws]
+        assert moved and all(f.reconnects >= 1 for f in moved)
+    finally:
+        for follower in followers:
+            await follower.stop()
+
+
+async def test_nats_down_for_five_seconds(tier: Tier, conn: asyncpg.Connection) -> None:
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS]
+    await assert_all_current(conn, followers)
+    stop, writer, writer_conn = await writing(tier.dsn)
+    try:
+        tier.nats.kill_all()
+
+        async def not_ready() -> bool:
+            status, body = await edge.readyz()
+            return status == 503 and "NATS" in body
+
+        await wait_for(not_ready, timeout=10, what="/readyz saying NATS is down")
+        await asyncio.sleep(5)
+        tier.nats.start()
+        await edge.wait_ready(timeout=20)
+    finally:
+        assert await stop_writing(stop, writer, writer_conn) > 0
+    try:
+        await assert_all_current(conn, followers, timeout=30)
+    finally:
+        for follower in followers:
+            await follower.stop()
+
+
+async def test_no_relay_for_a_while(tier: Tier, conn: asyncpg.Connection) -> None:
+    """An edge never LISTENs itself: with no relay nothing reaches its sockets, and what
+    was committed meanwhile arrives once a relay leads again."""
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS]
+    try:
+        await assert_all_current(conn, followers)
+        relay.kill9()
+        before = {f.user_id: f.version for f in followers}
+        for user in USERS:
+            await write(conn, user)
+        await asyncio.sleep(1.0)
+        assert {f.user_id: f.version for f in followers} == before
+        relay.start()
+        await assert_all_current(conn, followers, timeout=10)
+        # The relay itself published them, from the watermark its last run recorded.
+        last_start = relay.output().rsplit("leading (token", 1)[-1]
+        published = int(last_start.split("; ", 1)[1].split(" ", 1)[0])
+        assert published >= len(USERS)
+        page = f"{edge.http}/metrics"
+        assert await metric_of(page, "statebus_edge_nats_subscriptions") == 1
+        catch_ups = 'statebus_edge_catch_ups_total{reason="connected"}'
+        assert await metric_of(page, catch_ups) == 1
+    finally:
+        for follower in followers:
+            await follower.stop()
+        with contextlib.suppress(Exception):
+            relay.stop()
