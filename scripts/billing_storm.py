@@ -124,6 +124,7 @@ class Server:
 
     def __init__(self, home: Path, fake: FakeStripe, source: Path | None) -> None:
         self.port = free_port()
+        self.tokens: dict[str, str] = {}
         self.http = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STATEBUS_", "STRIPE_"))}
         env.update(
@@ -146,7 +147,11 @@ class Server:
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
     def token(self, user_id: str) -> str:
-        return issue_token(SECRET, user_id, ttl=3600)
+        # One token per user, as a real client keeps its own: signing one per request
+        # would spend the load generator's CPU, on the same two cores, inside the figure.
+        if user_id not in self.tokens:
+            self.tokens[user_id] = issue_token(SECRET, user_id, ttl=3600)
+        return self.tokens[user_id]
 
     async def ready(self) -> None:
         async with httpx.AsyncClient(base_url=self.http, timeout=5) as http:

@@ -79,6 +79,7 @@ def test_the_readme_sets_up_a_venv_and_enters_it_in_every_shell() -> None:
     # Two commands a person can paste: make and enter the venv, then install and run.
     assert first[0] == "python3 -m venv .venv && . .venv/bin/activate"
     assert first[1].startswith("pip install -e '.[dev]' && statebus serve --demo")
+    assert first[2].startswith("pip install -e '.[dev]' && pytest")  # CI runs this one
     text = readme.read_text(encoding="utf-8")
     shells = [b for b in docblocks.blocks(readme) if b.code.startswith(". .venv/bin/activate\n")]
     assert len(shells) >= 2 and "each one starts with\n`. .venv/bin/activate`" in text

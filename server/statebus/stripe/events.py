@@ -35,6 +35,17 @@ THIN = "v2.core.event"  # `object` of a thin event notification
 THIN_SUBSCRIPTION_PREFIX = "v1.customer.subscription."
 
 
+def unix_seconds(created: int | str) -> int:
+    """An event's `created`: unix seconds (v1 events) or ISO-8601 (thin events); 0 when a
+    thin event's time cannot be read."""
+    if isinstance(created, int):
+        return created
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
 class StoredEvent(msgspec.Struct):
     """The part of a Stripe event statebus reads (Stripe adds fields; they are ignored).
     Snapshot (v1) events carry `data.object`; thin (v2) ones `related_object`."""
@@ -60,12 +71,7 @@ class StoredEvent(msgspec.Struct):
 
     @property
     def created_unix(self) -> int:
-        if isinstance(self.created, int):
-            return self.created
-        try:
-            return int(datetime.fromisoformat(self.created.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return 0
+        return unix_seconds(self.created)
 
     @property
     def connected_account(self) -> str | None:

@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +31,7 @@ from statebus.core_messages import ErrorBody
 from statebus.http import HTTPError, json_response
 from statebus.inputs import InvalidInput, check_json_bytes, is_clean_text
 from statebus.runtime import runtime
+from statebus.stripe.events import unix_seconds
 from statebus.stripe.stripe_messages import WebhookAck
 
 log = logging.getLogger("statebus.stripe")
@@ -75,13 +75,7 @@ class EventHead(msgspec.Struct):
 
     @property
     def created_unix(self) -> int:
-        """As events.StoredEvent reads it: 0 for a thin event's unreadable time."""
-        if isinstance(self.created, int):
-            return self.created
-        try:
-            return int(datetime.fromisoformat(self.created.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return 0
+        return unix_seconds(self.created)
 
 
 class CustomerRef(msgspec.Struct):
