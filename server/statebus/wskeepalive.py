@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+from collections.abc import Callable
 from typing import Literal
 
 from uvicorn.config import Config
@@ -34,12 +35,9 @@ class Keepalive(asyncio.Protocol):
     transport: asyncio.Transport
     conn: ServerProtocol
     state: State
-
-    def _flush(self) -> None:
-        raise NotImplementedError
-
-    def _end(self, state: State) -> None:
-        raise NotImplementedError
+    # Methods of LeanWebSocketProtocol this half calls (declared, not defined, here).
+    _flush: Callable[[], None]
+    _end: Callable[[State], None]
 
     def _schedule_ping(self, delay: float) -> None:
         self.ping_timer = self.loop.call_later(max(0.0, delay), self._ping)
