@@ -89,6 +89,17 @@ async def test_a_crashed_user_does_not_keep_the_embedded_server_alive(home: Path
     proc = await start_serve(home, port)
     assert proc.stdout is not None
     await asyncio.wait_for(proc.stdout.readline(), 60)
+    # The banner now comes before uvicorn starts: signal a server that is up, not one
+    # still starting (what is tested is the stop, not a stop during start-up).
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(ready, timeout=60, what="/readyz")
     postmaster = EmbeddedPostgres(home).postmaster_pid()
     assert postmaster is not None
     proc.send_signal(signal.SIGTERM)
