@@ -44,6 +44,19 @@ async def start_serve(home: Path, port: int) -> asyncio.subprocess.Process:
     )
 
 
+async def wait_ready(port: int) -> None:
+    """Until the server on `port` answers /readyz 200 (60 s at most)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(ready, timeout=60, what="/readyz")
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_serve_demo_runs_embedded_postgres_and_stops_it(
     home: Path, stop_signal: signal.Signals
@@ -58,15 +71,7 @@ async def test_serve_demo_runs_embedded_postgres_and_stops_it(
         banner += line.decode()
     assert "token:" in banner and f"http://127.0.0.1:{port}/#token=" in banner
     assert "statebus psql" in banner
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_for(ready, timeout=60, what="/readyz")
+    await wait_ready(port)
     postmaster = EmbeddedPostgres(home).postmaster_pid()
     assert postmaster is not None and alive(postmaster)
 
@@ -91,15 +96,7 @@ async def test_a_crashed_user_does_not_keep_the_embedded_server_alive(home: Path
     await asyncio.wait_for(proc.stdout.readline(), 60)
     # The banner now comes before uvicorn starts: signal a server that is up, not one
     # still starting (what is tested is the stop, not a stop during start-up).
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_for(ready, timeout=60, what="/readyz")
+    await wait_ready(port)
     postmaster = EmbeddedPostgres(home).postmaster_pid()
     assert postmaster is not None
     proc.send_signal(signal.SIGTERM)
