@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import docs, profiling
+from bench import docs, profiling, scale
 from bench.report import plot, problems, summary, text_table
 from bench.results import Results
 from bench.run import REPO, run_suite
 from bench.sizes import FIGURES, FULL, QUICK, Sizes
+
+SCALE = "scale"  # not in FIGURES: the suite without --only leaves it out (it takes long)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         metavar="NAME",
-        help=f"run only these figures (repeatable or comma list): {', '.join(FIGURES)}",
+        help=f"run only these figures (repeatable or comma list): {', '.join(FIGURES)};"
+        " or scale, the relay tier (bench/scale.py: its own Postgres, NATS cluster and"
+        " dozens of processes), which runs only when named",
     )
     parser.add_argument("--repeat", type=int, help="repetitions (medians are reported)")
     parser.add_argument("--json", type=Path, help="where to write the JSON results")
@@ -76,10 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m bench: --repeat must be at least 1", file=sys.stderr)
         return 2
     names = [n.strip() for arg in args.only or [] for n in arg.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(FIGURES))
+    unknown = sorted(set(names) - {*FIGURES, SCALE})
     if unknown:
-        print(f"python -m bench: unknown figure(s) {unknown}; pick from {FIGURES}", file=sys.stderr)
+        print(
+            f"python -m bench: unknown figure(s) {unknown}; pick from {(*FIGURES, SCALE)}",
+            file=sys.stderr,
+        )
         return 2
+    command = "python -m bench" + "".join(
+        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    if SCALE in names:
+        # Its own run (its own database, NATS cluster, relays and edges), table and JSON.
+        code = scale.run_scale(
+            quick=args.quick, repeat=args.repeat, limit=args.time_limit, command=command
+        )
+        names = [n for n in names if n != SCALE]
+        if code or not names:
+            return code
     selected = frozenset(names or FIGURES)
     if args.profile and not profiling.available():
         print("python -m bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
@@ -89,9 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.json or results_dir / ("quick.json" if args.quick else f"{stamp}.json")
     docs_path = args.docs or (
         results_dir / "quick.md" if args.quick else REPO / "docs" / "benchmarks.md"
-    )
-    command = "python -m bench" + "".join(
-        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
 
     # A bound on the whole run, so a hang anywhere ends (and cleans up) instead of
