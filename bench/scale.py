@@ -534,6 +534,46 @@ def judged(figures: dict[str, Any], sizes: ScaleSizes) -> list[str]:
     return lines
 
 
+def plan(
+    figures: dict[str, Any], sizes: ScaleSizes, edges: int = 100, sockets: int = 1_000_000
+) -> list[str]:
+    """A deployment of `edges` edges holding `sockets` sockets, computed from this run's
+    per-process figures (each line says which)."""
+    per_edge = sockets / edges
+    admin, lat, burst = figures["admin"], figures["latency"], figures["relay_burst"]
+    rss_mib = admin["tier"]["rss_before_mib"] + per_edge * admin["tier"]["kib_per_socket"] / 1024
+    # CPU per commit/s: the single process handles every notification and every
+    # delivery; an edge of the run every message and 1/edges of the deliveries (each
+    # user's socket on one edge). Two equations give the two costs.
+    rate = sizes.rate
+    single, edge = lat["cpu_single"] / rate, lat["cpu_edge"] / rate
+    delivery = max(0.0, (single - edge) * sizes.edges / (sizes.edges - 1))
+    message = max(0.0, single - delivery)
+    lines = [
+        f"plan for {edges} edges, {sockets:,} sockets ({per_edge:,.0f} per edge):",
+        f"  edge RSS: {admin['tier']['rss_before_mib']:.0f} MiB idle + {per_edge:,.0f} x"
+        f" {admin['tier']['kib_per_socket']:.1f} KiB = {rss_mib:,.0f} MiB each,"
+        f" {rss_mib * edges / 1024:,.0f} GiB for the fleet",
+        "  Postgres: 1 LISTENing session (the leading relay) whatever the number of edges;"
+        " envelope reads: one per commit per edge holding a socket of its user"
+        " (1 when a user's sockets share an edge)",
+    ]
+    for commits in (rate, burst["notifications_s"]):
+        # Messages: one per notification while the relay keeps up (measured at `rate`);
+        # fewer, fuller ones under a burst (measured notifications per message).
+        per_message = 1.0 if commits == rate else commits / max(burst["messages_s"], 1e-9)
+        messages = commits / per_message
+        cpu = messages * message + commits / edges * delivery
+        lines.append(
+            f"  at {commits:,.0f} commits/s: NATS {messages:,.0f} messages/s in,"
+            f" {messages * edges:,.0f} deliveries/s out to edges (+2 replica copies);"
+            f" edge CPU ~{cpu:.0%} of a core each ({message * 1e3:.2f} ms per message,"
+            f" {delivery * 1e3:.2f} ms per delivery, from the latency run);"
+            f" relay leader ~{lat['cpu_relay_leader'] * commits / rate:.0%} of a core"
+        )
+    return lines
+
+
 def plot(figures: dict[str, Any], path: Path) -> bool:
     """Commits/s against processes, LISTENing vs edges, the no-server rate as a line."""
     try:
@@ -598,7 +638,8 @@ def run_scale(
         print("python -m bench --only scale: passed its time limit", file=sys.stderr)
         return 1
     lines = judged(figures, sizes)
-    print("\n" + "\n".join(lines))
+    planned = plan(figures, sizes)
+    print("\n" + "\n".join(lines + planned))
     saved = {
         "command": command,
         "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -607,6 +648,7 @@ def run_scale(
         "sizes": asdict(sizes),
         "figures": figures,
         "acceptance": lines,
+        "plan": planned,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(saved, indent=1) + "\n")
