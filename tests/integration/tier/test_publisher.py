@@ -1,0 +1,80 @@
+"""The relay's publisher against a real cluster: notifications queued while it was busy
+share a message, sequence numbers stay contiguous, the watermark waits for
+acknowledgements, and a notification that finds it idle goes out alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import nats
+from nats.aio.msg import Msg
+
+from statebus import natsbus
+from statebus.natsbus import Batch
+from statebus.relaypublish import PAIRS_PER_MESSAGE, Publisher
+from statebus.testing.nats_cluster import NatsCluster
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_queued_notifications_share_messages_in_order(nats_cluster: NatsCluster) -> None:
+    servers = nats_cluster.url.split(",")
+    relay_nc = await nats.connect(servers=servers[:1], connect_timeout=2)
+    edge_nc = await nats.connect(servers=servers[1:2], connect_timeout=2)
+    received: list[Batch] = []
+
+    async def on_message(msg: Msg) -> None:
+        received.append(natsbus.batch_decoder.decode(msg.data))
+
+    try:
+        js = relay_nc.jetstream()
+        await natsbus.ensure_stream(js)
+        await edge_nc.subscribe(natsbus.SUBJECT, cb=on_message)
+        await edge_nc.flush()
+        publisher = Publisher(js, 7, valid=lambda: True)
+        # Queued before the publisher runs, as while it is busy: four notifications (one
+        # empty), then one larger than a message, with watermark marks between them.
+        publisher.add([("a", 1)])
+        publisher.add([])
+        publisher.add([("b", 2), ("c", 3)])
+        publisher.mark("100")
+        big = [(f"u{i}", i) for i in range(2500)]
+        publisher.add(big)
+        publisher.mark("200")
+        assert publisher.watermark() is None  # nothing acknowledged yet
+        sending = asyncio.create_task(publisher.run())
+        try:
+            await until(lambda: sum(len(b.pairs) for b in received) >= 2503, "all pairs")
+            pairs = [pair for batch in received for pair in batch.pairs]
+            assert pairs == [("a", 1), ("b", 2), ("c", 3), *big]
+            assert [b.seq for b in received] == [1, 2, 3]  # 2,503 pairs in three messages
+            assert all(b.leader == 7 and len(b.pairs) <= PAIRS_PER_MESSAGE for b in received)
+            marks: list[str | None] = []
+
+            def recorded_up_to_the_last_mark() -> bool:
+                marks.append(publisher.watermark())
+                return "200" in marks
+
+            await until(recorded_up_to_the_last_mark, "the watermark after every acknowledgement")
+            assert [m for m in marks if m is not None][-1] == "200"
+            assert publisher.acked_seq == 3 and publisher.backlog == 0
+
+            # The publisher is idle now: a notification goes out alone, at once.
+            publisher.add([("z", 9)])
+            await until(lambda: len(received) == 4, "the idle notification")
+            assert received[3].seq == 4 and received[3].pairs == [("z", 9)]
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+    finally:
+        await relay_nc.close()
+        await edge_nc.close()
