@@ -4,7 +4,9 @@ process and against many LISTENing processes, measured in the same run.
 1. Notifying commits/s (pgbench, single-row UPDATEs of tracked rows) with no server at
    all (measured before and after the others), with K `statebus serve` processes each
    LISTENing (the single-role way), and with K edges behind two relays on a 3-node NATS
-   cluster, for each K.
+   cluster, for each K: with those processes running here, then paused (SIGSTOP), which
+   takes their own CPU off this machine as separate servers would and leaves what they
+   cost inside Postgres.
 2. The relay leader's publishing under a pgbench burst: notifications/s it kept up with,
    JetStream messages/s it got acknowledged, and its backlog when the burst ended.
 3. Commit-to-socket latency at a fixed commit rate: one process, then sockets spread
@@ -20,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +257,8 @@ async def _commit_rates(run: Run) -> None:
     baseline = await run.commits("no server")
     listening: dict[str, float] = {}
     tiered: dict[str, float] = {}
+    listening_paused: dict[str, float] = {}
+    tiered_paused: dict[str, float] = {}
     memory: dict[str, dict[str, float]] = {}
     for k in run.sizes.processes:
         free_before = mem_available_mib()
@@ -261,12 +267,18 @@ async def _commit_rates(run: Run) -> None:
         memory[f"listen_{k}"] = {"rss_mib": rss, "available_mib": mem_available_mib()}
         print(f"  {k} serve processes: {rss:.0f} MiB RSS; {free_before:.0f} MiB was available")
         listening[str(k)] = statistics.median(await run.commits(f"{k} LISTENing processes"))
+        async with paused([s.child for s in servers]):
+            label = f"{k} LISTENing, paused"
+            listening_paused[str(k)] = statistics.median(await run.commits(label))
         await run.stop(servers)
         relays = await run.relays()
         edges = await run.servers(k, edge=True)
         rss = sum(rss_bytes(s.child.pid) for s in edges) / 2**20
         memory[f"tier_{k}"] = {"rss_mib": rss, "available_mib": mem_available_mib()}
         tiered[str(k)] = statistics.median(await run.commits(f"{k} edges + 2 relays"))
+        async with paused([s.child for s in edges] + relays):
+            label = f"{k} edges + 2 relays, paused"
+            tiered_paused[str(k)] = statistics.median(await run.commits(label))
         await run.stop(edges)
         for relay in relays:
             await run.procs.stop(relay)
@@ -275,7 +287,26 @@ async def _commit_rates(run: Run) -> None:
     run.note("commits_no_server_runs", baseline)
     run.note("commits_listening", listening)
     run.note("commits_tier", tiered)
+    run.note("commits_listening_paused", listening_paused)
+    run.note("commits_tier_paused", tiered_paused)
     run.note("memory", memory)
+
+
+@contextlib.asynccontextmanager
+async def paused(children: Sequence[Child]) -> AsyncIterator[None]:
+    """The processes stopped (SIGSTOP) meanwhile: their own CPU leaves this machine, as on
+    servers of their own, while their Postgres sessions stay: a LISTENing session is
+    still signalled and sent every notification (the kernel buffers what its process
+    does not read). Continued afterwards, they catch up."""
+    for child in children:
+        os.kill(child.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for child in children:
+            if child.alive():
+                os.kill(child.pid, signal.SIGCONT)
+        await asyncio.sleep(1)  # a moment to read what queued, before they are stopped
 
 
 async def relay_burst(run: Run) -> None:
@@ -535,14 +566,16 @@ def judged(figures: dict[str, Any], sizes: ScaleSizes) -> list[str]:
     """The acceptance lines of the tier, each with its numbers and met / NOT met."""
     lines = []
     base = figures.get("commits_no_server")
-    for k, rate in figures.get("commits_tier", {}).items():
-        listen = figures["commits_listening"][k]
-        ratio = rate / base
-        verdict = "met" if ratio >= 0.9 else "NOT met"
-        lines.append(
-            f"commits/s with {k} edges {rate:.0f} = {ratio:.2f} of no server ({base:.0f});"
-            f" {k} LISTENing: {listen:.0f} = {listen / base:.2f} (>= 0.9: {verdict})"
-        )
+    for how, suffix in (("running here", ""), ("paused", "_paused")):
+        for k, rate in figures.get("commits_tier" + suffix, {}).items():
+            listen = figures["commits_listening" + suffix][k]
+            ratio = rate / base
+            verdict = "met" if ratio >= 0.9 else "NOT met"
+            lines.append(
+                f"commits/s with {k} edges ({how}) {rate:.0f} = {ratio:.2f} of no server"
+                f" ({base:.0f}); {k} LISTENing: {listen:.0f} = {listen / base:.2f}"
+                f" (>= 0.9: {verdict})"
+            )
     lat = figures["latency"]
     p50 = lat["tier"]["p50_ms"] / lat["direct"]["p50_ms"]
     lines.append(
@@ -618,6 +651,12 @@ def plot(figures: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(ks, [listening[str(k)] for k in ks], "o-", label="K LISTENing serve processes")
     ax.plot(ks, [tiered[str(k)] for k in ks], "s-", label="K edges + 2 relays (tier)")
+    for key, style, label in (
+        ("commits_listening_paused", "o--", "K LISTENing, processes paused"),
+        ("commits_tier_paused", "s--", "K edges + relays, processes paused"),
+    ):
+        if figures.get(key):
+            ax.plot(ks, [figures[key][str(k)] for k in ks], style, label=label)
     base = figures["commits_no_server"]
     ax.axhline(base, color="grey", linestyle="--", label="no server")
     ax.axhline(0.9 * base, color="grey", linestyle=":", label="0.9 of no server")
