@@ -574,7 +574,7 @@ def judged(figures: dict[str, Any], sizes: ScaleSizes) -> list[str]:
             lines.append(
                 f"commits/s with {k} edges ({how}) {rate:.0f} = {ratio:.2f} of no server"
                 f" ({base:.0f}); {k} LISTENing: {listen:.0f} = {listen / base:.2f}"
-                f" (>= 0.9: {verdict})"
+                f" (edges >= 0.9 of no server: {verdict})"
             )
     lat = figures["latency"]
     p50 = lat["tier"]["p50_ms"] / lat["direct"]["p50_ms"]
@@ -649,14 +649,16 @@ def plot(figures: dict[str, Any], path: Path) -> bool:
         return False
     ks = sorted(int(k) for k in listening)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(ks, [listening[str(k)] for k in ks], "o-", label="K LISTENing serve processes")
-    ax.plot(ks, [tiered[str(k)] for k in ks], "s-", label="K edges + 2 relays (tier)")
-    for key, style, label in (
-        ("commits_listening_paused", "o--", "K LISTENing, processes paused"),
-        ("commits_tier_paused", "s--", "K edges + relays, processes paused"),
+    # One colour per layout: solid with its processes running here, dashed paused.
+    listen, tier = "tab:blue", "tab:orange"
+    ax.plot(ks, [listening[str(k)] for k in ks], "o-", color=listen, label="K LISTENing serve")
+    ax.plot(ks, [tiered[str(k)] for k in ks], "s-", color=tier, label="K edges + 2 relays")
+    for key, marker, colour, label in (
+        ("commits_listening_paused", "o--", listen, "K LISTENing serve, paused"),
+        ("commits_tier_paused", "s--", tier, "K edges + 2 relays, paused"),
     ):
         if figures.get(key):
-            ax.plot(ks, [figures[key][str(k)] for k in ks], style, label=label)
+            ax.plot(ks, [figures[key][str(k)] for k in ks], marker, color=colour, label=label)
     base = figures["commits_no_server"]
     ax.axhline(base, color="grey", linestyle="--", label="no server")
     ax.axhline(0.9 * base, color="grey", linestyle=":", label="0.9 of no server")
