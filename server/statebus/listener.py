@@ -26,10 +26,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
-import msgspec
 
 from statebus import backoff, metrics, restore, sessions
-from statebus.core_messages import Envelope, notification_decoder
+from statebus.core_messages import Envelope, NotificationFormatError, decode_notification
 from statebus.delivery import DeliveryHealth
 from statebus.envelopes import frame_of, read_envelopes
 from statebus.hub import Hub
@@ -142,12 +141,9 @@ class Listener:
     def _on_notify(self, payload: str) -> None:
         metrics.notifications.inc()
         try:
-            pairs = notification_decoder.decode(payload)
-        except msgspec.ValidationError as exc:
+            pairs = decode_notification(payload)
+        except NotificationFormatError as exc:
             self._on_undecodable(str(exc))
-            return
-        except msgspec.DecodeError:
-            self._on_undecodable("not JSON")
             return
         self._notified(pairs)
 
@@ -180,8 +176,7 @@ class Listener:
             )
         self.health.set_problem(
             "undecodable",
-            f"{self._undecodable} undecodable notifications on channel {CHANNEL}"
-            " (a newer release's format?)",
+            f"{self._undecodable} undecodable notifications on channel {CHANNEL} (the last: {why})",
             hold=UNDECODABLE_HOLD,
         )
         if self._resync_timer is None:
