@@ -150,8 +150,7 @@ def run_migrate(settings: config.Settings, *, demo: bool) -> int:
             )
         else:
             print(
-                "triggers and functions "
-                + ("updated" if report.routines_applied else "up to date")
+                "triggers and functions " + ("updated" if report.routines_applied else "up to date")
             )
         if report.demo_seeded:
             print("demo data seeded")

@@ -20,9 +20,7 @@ def test_format_1_is_the_bare_array_every_release_wrote() -> None:
 def test_a_newer_format_says_which_and_what_this_release_reads() -> None:
     with pytest.raises(NotificationFormatError) as raised:
         decode_notification('{"format": 2, "pairs": [["alice", 3]]}')
-    assert str(raised.value) == (
-        "notification format 2 is newer than this release understands (1)"
-    )
+    assert str(raised.value) == ("notification format 2 is newer than this release understands (1)")
 
 
 @pytest.mark.parametrize(
