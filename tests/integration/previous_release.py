@@ -15,6 +15,7 @@ imports this checkout's code.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -91,6 +92,19 @@ def build(release: Release, into: Path) -> Path:
         capture_output=True,
     )
     return python
+
+
+def migrate(python: Path, dsn: str, cwd: Path) -> None:
+    """`statebus migrate` of the release whose venv `python` is."""
+    done = subprocess.run(
+        [str(python), "-m", "statebus.cli", "migrate"],
+        env={"PATH": os.environ.get("PATH", ""), "STATEBUS_DATABASE_URL": dsn},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def queries(source: Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from statebus.client import Session, SessionClosed
 from tests.helpers import add_user, seed_plans, version_of, wait_for
 from tests.integration import previous_release
 from tests.integration.serve_process import ServeProcess, serve_process
+from tests.pg import PgServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -181,19 +182,51 @@ async def at_latest_or_not_ready(
     return outcome[-1]
 
 
+async def shapes(dsn: str, queries: dict[str, str]) -> dict[str, str]:
+    """Each query's parameter and result types as PostgreSQL plans it, or why it cannot."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = {}
+        for name, sql in queries.items():
+            try:
+                statement = await conn.prepare(sql)
+            except asyncpg.PostgresError as exc:
+                found[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            parameters = [t.name for t in statement.get_parameters()]
+            columns = [(a.name, a.type.name) for a in statement.get_attributes()]
+            found[name] = f"{parameters} -> {columns}"
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_every_query_of_the_previous_release_means_the_same_on_this_schema(
+    dsn: str, pg_server: PgServer, previous: Built, tmp_path: Path
+) -> None:
+    """Expand, then contract: a release's migrations leave every function, table and column
+    the previous release reads in place, with the same shape. Each of its queries is
+    planned on a database it migrated itself and on this release's: the parameter and
+    result types must match (a dropped column, a renamed function, a changed result shape
+    fail here, not in production)."""
+    theirs = await pg_server.create_database(migrated=False)
+    try:
+        previous_release.migrate(previous.python, theirs, tmp_path)
+        queries = previous_release.queries(previous.source)
+        expected = await shapes(theirs, queries)
+    finally:
+        await pg_server.drop_database(theirs)
+    assert len(queries) > 50, sorted(queries)  # the files were found and read
+    ours = await shapes(dsn, queries)
+    changed = {
+        name: (expected[name], ours[name]) for name in queries if ours[name] != expected[name]
+    }
+    assert not changed, f"{previous.release.tag}'s queries, on its schema and this one: {changed}"
+
+
 async def test_the_previous_release_serves_a_database_this_release_migrated(
     dsn: str, conn: asyncpg.Connection, previous: Built
 ) -> None:
-    # Expand, never contract, within a release: every query the previous release runs
-    # still plans against this release's schema (a dropped function or column fails here).
-    failed = {}
-    for name, sql in previous_release.queries(previous.source).items():
-        try:
-            await conn.prepare(sql)
-        except asyncpg.PostgresError as exc:
-            failed[name] = f"{type(exc).__name__}: {exc}"
-    assert not failed, f"{previous.release.tag}'s queries against this schema: {failed}"
-
     await seed(conn)
     env = {"STATEBUS_READY_THRESHOLD": str(THRESHOLD)}
     async with serve_process(dsn, env=env, python=previous.python) as old:
