@@ -3,10 +3,11 @@
 The previous release (RELEASES) is built from its tag in a throwaway venv
 (previous_release.py) and run as a real `statebus serve` while a writer commits through
 this release's triggers. It must keep every socket at its user's latest version, or
-say in /readyz why it cannot: never stale while ready. Then the rolling restart of the
-upgrade procedure (docs/upgrading.md): the old process drains with 1012, its clients
-resume with `since` on this release's process, and every socket ends at its user's
-latest version with readiness telling the truth throughout.
+say in /readyz why it cannot: never stale while ready. Then the upgrade procedure
+(docs/upgrading.md) on a database the previous release made: this release migrates it
+while the old process serves and a writer commits, the old process drains with 1012,
+its clients resume with `since` on this release's process, and every socket ends at its
+user's latest version with readiness telling the truth throughout.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from statebus.client import Session, SessionClosed
+from statebus.migrations import migrate
 from tests.helpers import add_user, seed_plans, version_of, wait_for
 from tests.integration import previous_release
 from tests.integration.serve_process import ServeProcess, serve_process
@@ -263,20 +265,46 @@ async def test_the_previous_release_serves_a_database_this_release_migrated(
     assert len(logged) == 1, old.log.read_text()  # one line, however many
 
 
+@pytest.fixture
+async def previous_database(
+    pg_server: PgServer, previous: Built, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A database the previous release created and migrated, seeded."""
+    dsn = await pg_server.create_database(migrated=False)
+    previous_release.migrate(previous.python, dsn, tmp_path)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    await pg_server.drop_database(dsn)
+
+
 async def test_rolling_restart_from_the_previous_release(
-    dsn: str, conn: asyncpg.Connection, previous: Built
+    previous_database: str, previous: Built
 ) -> None:
-    """The upgrade procedure while a writer commits: the previous release serves, this
-    release's process starts beside it, the old one gets SIGTERM and drains with 1012,
-    its clients resume with `since` on the new one."""
-    await seed(conn)
+    """The upgrade procedure while a writer commits: the previous release serves on the
+    schema it made; this release migrates it (step 2); this release's process starts
+    beside the old one, which gets SIGTERM and drains with 1012; its clients resume with
+    `since` on the new one."""
+    dsn = previous_database
+    conn = await asyncpg.connect(dsn)
     env = {"STATEBUS_READY_THRESHOLD": str(THRESHOLD), "STATEBUS_DRAIN_SECONDS": "1"}
     async with AsyncExitStack() as running:
+        running.push_async_callback(conn.close)
         old = await running.enter_async_context(serve_process(dsn, env=env, python=previous.python))
         followers = await follow_all(old)
         old_ready = running.enter_context(Readiness(old))
         async with writing(dsn) as commits:
             await wait_for(lambda: commits[0] >= 50, timeout=30, what="50 commits")
+            migrating = await asyncpg.connect(dsn)
+            try:
+                await migrate(migrating)  # while the old process serves and the writer writes
+            finally:
+                await migrating.close()
+            migrated_at = commits[0]
+            await wait_for(lambda: commits[0] >= migrated_at + 50, timeout=30, what="commits")
             new = await running.enter_async_context(serve_process(dsn, env=env))
             new_ready = running.enter_context(Readiness(new))
             old.proc.send_signal(signal.SIGTERM)
