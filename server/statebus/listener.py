@@ -160,7 +160,7 @@ class Listener:
         if due:
             self._wake.set()
 
-    def _on_undecodable(self, why: str) -> None:
+    def _on_undecodable(self, why: str, where: str = f"channel {CHANNEL}") -> None:
         """A payload of another shape (another release's?) may name users watched here:
         never drop it silently. Count it, say so once, be not ready for a while, and
         re-read every watched user so their sockets still get what it named."""
@@ -168,15 +168,15 @@ class Listener:
         self._undecodable += 1
         if self._undecodable == 1:
             log.error(
-                "undecodable notification on channel %s (%s): is a newer statebus release "
+                "undecodable notification on %s (%s): is a newer statebus release "
                 "writing to this database? Re-reading watched users instead; counted in "
                 "statebus_notifications_undecodable_total",
-                CHANNEL,
+                where,
                 why,
             )
         self.health.set_problem(
             "undecodable",
-            f"{self._undecodable} undecodable notifications on channel {CHANNEL} (the last: {why})",
+            f"{self._undecodable} undecodable notifications on {where} (the last: {why})",
             hold=UNDECODABLE_HOLD,
         )
         if self._resync_timer is None:
