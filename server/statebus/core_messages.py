@@ -33,9 +33,9 @@ Notification = list[tuple[str, int]]
 
 # The notification format this release writes and reads. Format 1 is the bare JSON array
 # above and carries no marker (every release so far wrote it, so the payload's bytes stay
-# as they were). A later format is a JSON object that says which it is first,
-# {"format": 2, ...}: a release that meets a format newer than its own can tell why it
-# cannot read it, instead of guessing (docs/upgrading.md).
+# as they were). A later format is a JSON object that says which it is, {"format": 2,
+# ...}: a release that meets a format newer than its own can tell why it cannot read it,
+# instead of guessing (docs/upgrading.md).
 NOTIFICATION_FORMAT = 1
 
 

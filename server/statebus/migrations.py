@@ -6,8 +6,8 @@ afterwards is refused, not silently skipped. The files of sql/triggers/ are CREA
 REPLACE scripts, re-applied whenever their combined checksum changes, except by a release
 older than the database: one that finds migrations it does not know leaves the newer
 release's functions in place (an old process restarting during a rolling deploy must not
-put its own versions back; docs/upgrading.md). The lock is a
-table's, not an advisory lock, so no other database role can take it (docs/security.md).
+put its own versions back; docs/upgrading.md). The lock is a table's, not an advisory
+lock, so no other database role can take it (docs/security.md).
 """
 
 from __future__ import annotations
