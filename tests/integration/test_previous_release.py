@@ -13,6 +13,7 @@ user's latest version with readiness telling the truth throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.asyncio
 
 USERS = ("alice", "bob", "carol", "dave")
 # The readiness threshold both processes run with: a notification older than this that
-# did not become frames turns /readyz 503. The end checks allow it twice over.
+# did not become frames turns /readyz 503, so a lagging process says so early.
 THRESHOLD = 2.0
 
 
@@ -163,25 +164,23 @@ class Readiness:
 async def at_latest_or_not_ready(
     conn: asyncpg.Connection, serve: ServeProcess, followers: dict[str, Follower]
 ) -> str:
-    """After the writes: every socket reaches its user's latest version, or the process
-    says in /readyz why it is not ready. Returns which; fails if neither within twice the
-    threshold (a stale socket while ready)."""
+    """After the writes: every socket reaches its user's latest version, or else the
+    process says in /readyz why it is not ready. Returns which; a socket still stale
+    while /readyz answers 200 fails the test."""
     latest = {user: await version_of(conn, user) for user in USERS}
-    outcome: list[str] = []
+
+    def current() -> bool:
+        return all(f.versions and f.versions[-1] == latest[u] for u, f in followers.items())
+
+    with contextlib.suppress(AssertionError):
+        # Generous on a loaded machine: a lagging process that says so is not a failure.
+        await wait_for(current, timeout=15, what="every socket at its user's latest version")
+        return "every socket at its user's latest version"
     async with httpx.AsyncClient(timeout=5) as http:
-
-        async def settled() -> bool:
-            if all(f.versions and f.versions[-1] == latest[u] for u, f in followers.items()):
-                outcome.append("every socket at its user's latest version")
-                return True
-            status, body = await serve.readyz(http)
-            if status == 503 and '"message"' in body:
-                outcome.append(f"not ready: {body}")
-                return True
-            return False
-
-        await wait_for(settled, timeout=2 * THRESHOLD + 3, what="latest versions, or not ready")
-    return outcome[-1]
+        status, body = await serve.readyz(http)
+    behind = {u: (f.versions[-1:], latest[u]) for u, f in followers.items()}
+    assert status == 503 and '"message"' in body, f"stale while ready: {behind}, {body}"
+    return f"not ready: {body}"
 
 
 async def shapes(dsn: str, queries: dict[str, str]) -> dict[str, str]:
@@ -238,7 +237,7 @@ async def test_the_previous_release_serves_a_database_this_release_migrated(
         followers = await follow_all(old)
         with Readiness(old) as readiness:
             async with writing(dsn) as commits:
-                await wait_for(lambda: commits[0] >= 150, timeout=30, what="150 commits")
+                await wait_for(lambda: commits[0] >= 100, timeout=60, what="100 commits")
             outcome = await at_latest_or_not_ready(conn, old, followers)
         assert not readiness.not_ready_without_a_reason(), readiness.answers
         # This release writes the format the previous one reads: it kept working.
@@ -297,14 +296,14 @@ async def test_rolling_restart_from_the_previous_release(
         followers = await follow_all(old)
         old_ready = running.enter_context(Readiness(old))
         async with writing(dsn) as commits:
-            await wait_for(lambda: commits[0] >= 50, timeout=30, what="50 commits")
+            await wait_for(lambda: commits[0] >= 30, timeout=60, what="30 commits")
             migrating = await asyncpg.connect(dsn)
             try:
                 await migrate(migrating)  # while the old process serves and the writer writes
             finally:
                 await migrating.close()
             migrated_at = commits[0]
-            await wait_for(lambda: commits[0] >= migrated_at + 50, timeout=30, what="commits")
+            await wait_for(lambda: commits[0] >= migrated_at + 30, timeout=60, what="commits")
             new = await running.enter_async_context(serve_process(dsn, env=env))
             new_ready = running.enter_context(Readiness(new))
             old.proc.send_signal(signal.SIGTERM)
@@ -321,7 +320,7 @@ async def test_rolling_restart_from_the_previous_release(
             drained = await asyncio.get_running_loop().run_in_executor(None, old.proc.wait)
             assert drained == 0, old.log.read_text()
             resumed_at = commits[0]
-            await wait_for(lambda: commits[0] >= resumed_at + 100, timeout=30, what="commits")
+            await wait_for(lambda: commits[0] >= resumed_at + 60, timeout=60, what="commits")
         # The writer stopped: every socket reaches its user's latest version on the new one.
         outcome = await at_latest_or_not_ready(conn, new, followers)
         assert outcome == "every socket at its user's latest version", outcome
