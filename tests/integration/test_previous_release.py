@@ -289,7 +289,7 @@ async def test_rolling_restart_from_the_previous_release(
     `since` on the new one."""
     dsn = previous_database
     conn = await asyncpg.connect(dsn)
-    env = {"STATEBUS_READY_THRESHOLD": str(THRESHOLD), "STATEBUS_DRAIN_SECONDS": "1"}
+    env = {"STATEBUS_READY_THRESHOLD": str(THRESHOLD), "STATEBUS_DRAIN_SECONDS": "2"}
     async with AsyncExitStack() as running:
         running.push_async_callback(conn.close)
         old = await running.enter_async_context(serve_process(dsn, env=env, python=previous.python))
