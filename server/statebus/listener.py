@@ -26,10 +26,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
-import msgspec
 
 from statebus import backoff, metrics, restore, sessions
-from statebus.core_messages import Envelope, notification_decoder
+from statebus.core_messages import Envelope, NotificationFormatError, decode_notification
 from statebus.delivery import DeliveryHealth
 from statebus.envelopes import frame_of, read_envelopes
 from statebus.hub import Hub
@@ -142,12 +141,9 @@ class Listener:
     def _on_notify(self, payload: str) -> None:
         metrics.notifications.inc()
         try:
-            pairs = notification_decoder.decode(payload)
-        except msgspec.ValidationError as exc:
+            pairs = decode_notification(payload)
+        except NotificationFormatError as exc:
             self._on_undecodable(str(exc))
-            return
-        except msgspec.DecodeError:
-            self._on_undecodable("not JSON")
             return
         self._notified(pairs)
 
@@ -164,7 +160,7 @@ class Listener:
         if due:
             self._wake.set()
 
-    def _on_undecodable(self, why: str) -> None:
+    def _on_undecodable(self, why: str, where: str = f"channel {CHANNEL}") -> None:
         """A payload of another shape (another release's?) may name users watched here:
         never drop it silently. Count it, say so once, be not ready for a while, and
         re-read every watched user so their sockets still get what it named."""
@@ -172,16 +168,15 @@ class Listener:
         self._undecodable += 1
         if self._undecodable == 1:
             log.error(
-                "undecodable notification on channel %s (%s): is a newer statebus release "
+                "undecodable notification on %s (%s): is a newer statebus release "
                 "writing to this database? Re-reading watched users instead; counted in "
                 "statebus_notifications_undecodable_total",
-                CHANNEL,
+                where,
                 why,
             )
         self.health.set_problem(
             "undecodable",
-            f"{self._undecodable} undecodable notifications on channel {CHANNEL}"
-            " (a newer release's format?)",
+            f"{self._undecodable} undecodable notifications on {where} (the last: {why})",
             hold=UNDECODABLE_HOLD,
         )
         if self._resync_timer is None:

@@ -30,13 +30,12 @@ import time
 from typing import Any
 
 import asyncpg
-import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from statebus import backoff, natsbus, sqlfiles, tiermetrics
+from statebus import backoff, metrics, natsbus, sqlfiles, tiermetrics
 from statebus.config import Settings
-from statebus.core_messages import notification_decoder
+from statebus.core_messages import NotificationFormatError, decode_notification
 from statebus.listener import CHANNEL
 from statebus.relaypublish import Publisher
 
@@ -87,6 +86,7 @@ class Relay:
         self.token: int | None = None
         self._publisher: Publisher | None = None
         self._valid_until = 0.0
+        self._undecodable = 0
 
     async def run(self) -> None:
         connected: list[Client] = []
@@ -168,18 +168,23 @@ class Relay:
         publisher = Publisher(js, token, valid=self._valid)
         probes: list[str] = []  # xmins whose probe NOTIFY is on its way back, in order
 
+        unreadable: list[str] = []  # why the first undecodable notification was
+
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
             try:
-                pairs = notification_decoder.decode(str(payload))
-            except msgspec.DecodeError:
-                log.error("undecodable statebus notification ignored")
+                pairs = decode_notification(str(payload))
+            except NotificationFormatError as exc:
+                self._on_undecodable(str(exc))
+                unreadable.append(str(exc))
                 return
             publisher.add(pairs)
 
         def on_probe(*_args: Any) -> None:
             # Notifications are delivered in queue order: every transaction older than
             # this xmin queued its notification before the probe, so it has been added.
-            if probes:
+            # After an undecodable one the watermark stays where it was: the relay steps
+            # down, and the next leader publishes from that watermark what it named.
+            if probes and not unreadable:
                 publisher.mark(probes.pop(0))
 
         await conn.add_listener(CHANNEL, on_notify)
@@ -209,6 +214,8 @@ class Relay:
                     await asyncio.wait_for(lost.wait(), self._renew_every)
                 if lost.is_set():
                     raise LeadershipLost("Postgres session lost")
+                if unreadable:
+                    raise LeadershipLost(f"stepping down after {unreadable[0]}")
                 if sending.done():
                     sending.result()
                     raise LeadershipLost("publisher stopped")
@@ -237,6 +244,21 @@ class Relay:
             sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sending
+
+    def _on_undecodable(self, why: str) -> None:
+        """Counted and said once per process; the leader then steps down (above)."""
+        metrics.undecodable_notifications.inc()
+        self._undecodable += 1
+        if self._undecodable == 1:
+            log.error(
+                "relay %s: undecodable notification on channel %s (%s): is a newer statebus "
+                "release writing to this database? Stepping down so the next leader "
+                "publishes from the watermark; counted in "
+                "statebus_notifications_undecodable_total",
+                self.name,
+                CHANNEL,
+                why,
+            )
 
     def _valid(self) -> bool:
         return self.leading and time.monotonic() < self._valid_until

@@ -144,3 +144,37 @@ async def test_both_relays_in_turn_and_a_cut_session(tier: Tier, conn: asyncpg.C
         await writer_conn.close()
         for follower in followers:
             await follower.stop()
+
+
+async def test_a_newer_notification_format_makes_the_leader_step_down_losing_nothing(
+    tier: Tier, conn: asyncpg.Connection
+) -> None:
+    """A commit of a newer release (its bump, and a notification in a format this relay
+    cannot read): the relay counts it, says why once, steps down without moving its
+    watermark, and on leading again publishes the version the payload named."""
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS[:2]]
+    try:
+        await assert_all_current(conn, followers)
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE statebus.versions SET version = version + 1,"
+                " txid = pg_current_xact_id(), committed_at = clock_timestamp()"
+                " WHERE user_id = $1",
+                USERS[0],
+            )
+            await conn.execute(
+                "SELECT pg_notify('statebus', $1)", '{"format": 2, "changes": "unknown here"}'
+            )
+        await assert_all_current(conn, followers)
+        assert await relay.metric("statebus_notifications_undecodable_total") == 1
+        why = "notification format 2 is newer than this release understands (1)"
+        assert f"stepping down after {why}" in relay.output()
+        assert relay.output().count("undecodable notification on channel statebus") == 1
+        await wait_leader(conn, relay)  # and it leads again
+    finally:
+        for follower in followers:
+            await follower.stop()
