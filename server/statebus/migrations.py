@@ -108,6 +108,16 @@ async def _repair(conn: asyncpg.Connection, migration: sqlfiles.Migration, appli
     )
 
 
+async def newer_release_migrated(conn: asyncpg.Connection) -> bool:
+    """Whether a release newer than this one has migrated the database (it applied a
+    migration this release does not know). A new notification format ships with a
+    migration (docs/upgrading.md), so a payload this release cannot read comes from a
+    newer release only when this is true; otherwise some role sent it with NOTIFY."""
+    known = {migration.version for migration in sqlfiles.migrations()}
+    rows = await conn.fetch(sqlfiles.queries()["applied_migrations"], timeout=5)
+    return any(row["version"] not in known for row in rows)
+
+
 async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
     queries = sqlfiles.queries()
     report = MigrationReport()

@@ -11,7 +11,7 @@ import asyncpg
 import nats
 
 from statebus import natsbus
-from tests.helpers import wait_for
+from tests.helpers import a_newer_release_migrated, wait_for
 from tests.integration.tier.conftest import Tier
 from tests.integration.tier.test_relay import USERS, setup_users, wait_leader, writes
 from tests.integration.tier.tier import Follower, assert_all_current, metric_of, write
@@ -137,6 +137,7 @@ async def test_an_undecodable_relay_message_is_counted_not_ready_and_re_read(
     followers = [Follower(user, [edge.ws]).start() for user in USERS[:2]]
     try:
         await assert_all_current(conn, followers)
+        await a_newer_release_migrated(conn)  # else a stray message is only counted
         await conn.execute(
             "UPDATE statebus.versions SET version = version + 1 WHERE user_id = $1", USERS[0]
         )
