@@ -32,7 +32,7 @@ class Sizes:
     # Two-user two-table transactions: users drawn from u1..uN, pgbench connections.
     contention_users: int = 50
     contention_clients: int = 8
-    contention_seconds: int = 12
+    contention_seconds: int = 25
     # The long admin transaction: its users, how long it stays open after its UPDATE,
     # and the app's connections writing those users meanwhile.
     hold_users: int = 10_000

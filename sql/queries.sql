@@ -44,7 +44,7 @@ ORDER BY a.xact_start NULLS LAST
 LIMIT 5;
 
 -- name: applied_migrations
-SELECT version, checksum FROM statebus.schema_migrations ORDER BY version;
+SELECT version, name, checksum FROM statebus.schema_migrations ORDER BY version;
 
 -- name: record_migration
 INSERT INTO statebus.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);

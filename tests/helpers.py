@@ -146,3 +146,12 @@ async def add_user(conn: asyncpg.Connection, user_id: str, plan: str = "glow_up"
             user_id,
             plan,
         )
+
+
+async def a_newer_release_migrated(conn: asyncpg.Connection) -> None:
+    """Records a migration this release does not know, as a newer release's migrate would:
+    from then on, payloads this release cannot read are judged that release's, not stray."""
+    await conn.execute(
+        "INSERT INTO statebus.schema_migrations (version, name, checksum)"
+        " VALUES (9999, 'a_newer_release', 'x')"
+    )

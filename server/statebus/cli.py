@@ -143,7 +143,15 @@ def run_migrate(settings: config.Settings, *, demo: bool) -> int:
             print(f"repaired {name} (applied by an earlier release from an earlier edit)")
         for name in report.applied:
             print(f"applied {name}")
-        print("triggers and functions " + ("updated" if report.routines_applied else "up to date"))
+        if report.newer:
+            print(
+                f"this database was migrated by a newer release ({', '.join(report.newer)}): "
+                "its triggers and functions are left in place"
+            )
+        else:
+            print(
+                "triggers and functions " + ("updated" if report.routines_applied else "up to date")
+            )
         if report.demo_seeded:
             print("demo data seeded")
 

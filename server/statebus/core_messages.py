@@ -31,6 +31,44 @@ class Envelope(msgspec.Struct, frozen=True):
 # Payload of one NOTIFY on channel `statebus`: [[user_id, version], ...].
 Notification = list[tuple[str, int]]
 
+# The notification format this release writes and reads. Format 1 is the bare JSON array
+# above and carries no marker (every release so far wrote it, so the payload's bytes stay
+# as they were). A later format is a JSON object that says which it is, {"format": 2,
+# ...}: a release that meets a format newer than its own can tell why it cannot read it,
+# instead of guessing (docs/upgrading.md).
+NOTIFICATION_FORMAT = 1
+
+
+class _FormatMarker(msgspec.Struct):
+    """Only the marker of a later format; the rest of such a payload is not read here."""
+
+    format: int
+
+
+class NotificationFormatError(ValueError):
+    """A payload on channel `statebus` this release cannot read; str() says why."""
+
+
+_notification_or_marker = msgspec.json.Decoder(Notification | _FormatMarker)
+
+
+def decode_notification(payload: str | bytes) -> Notification:
+    """The (user_id, version) pairs of one notification, or NotificationFormatError."""
+    try:
+        decoded = _notification_or_marker.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise NotificationFormatError(f"not a statebus notification: {exc}") from None
+    except msgspec.DecodeError:
+        raise NotificationFormatError("not a statebus notification: not JSON") from None
+    if isinstance(decoded, _FormatMarker):
+        if decoded.format > NOTIFICATION_FORMAT:
+            raise NotificationFormatError(
+                f"notification format {decoded.format} is newer than this release "
+                f"understands ({NOTIFICATION_FORMAT})"
+            )
+        raise NotificationFormatError(f"notification format {decoded.format} is not known")
+    return decoded
+
 
 # --- socket: client to server -------------------------------------------------------
 

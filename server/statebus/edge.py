@@ -115,8 +115,10 @@ class EdgeListener(Listener):
         tiermetrics.edge_messages.inc()
         try:
             batch = natsbus.batch_decoder.decode(msg.data)
-        except msgspec.DecodeError:
-            log.error("undecodable relay message ignored")
+        except msgspec.DecodeError as exc:
+            # A newer relay's batch? Like an undecodable NOTIFY: counted, said once, not
+            # ready for a while, every watched user re-read.
+            self._on_undecodable(str(exc), where=f"NATS subject {natsbus.SUBJECT}")
             return
         if batch.leader > self._leader:
             # Also the first leader heard: what was committed between this edge's

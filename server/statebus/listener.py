@@ -26,10 +26,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
-import msgspec
 
-from statebus import backoff, metrics, restore, sessions
-from statebus.core_messages import Envelope, notification_decoder
+from statebus import backoff, metrics, migrations, restore, sessions
+from statebus.core_messages import Envelope, NotificationFormatError, decode_notification
 from statebus.delivery import DeliveryHealth
 from statebus.envelopes import frame_of, read_envelopes
 from statebus.hub import Hub
@@ -43,10 +42,18 @@ BATCH = 1000  # users per read: bounds one query's time while a re-sync of thous
 # Reads in flight at once: while one waits for Postgres the other can start, so a burst
 # queues behind half as much. Order is safe: the hub keeps only newer versions.
 READERS = 2
-# How long a process stays not ready after an undecodable notification: long enough for
-# an operator to see it, short enough that one stray NOTIFY (any role may send one) does
-# not take a fleet out for good. Each one re-reads the watched users, so nothing is lost.
+# A payload this release cannot read is a newer release's only if that release has
+# migrated the database (migrations.newer_release_migrated); otherwise it is a stray
+# NOTIFY, which any role that may connect can send on any channel. Only the first costs
+# readiness and a re-read: were every stray one to, a role could hold the whole fleet out
+# of readiness, and re-reading, by notifying once a minute.
+# How long a process stays not ready after a newer release's notification: long enough
+# for an operator to see it. Each one re-reads the watched users, so nothing is lost.
 UNDECODABLE_HOLD = 60.0
+# A check found no newer release: payloads in the next few seconds are judged the same.
+STRAY_VERDICT_SECONDS = 5.0
+# Stray payloads are counted always, logged at most once per this many seconds.
+STRAY_LOG_EVERY = 60.0
 # A burst of undecodable notifications costs one re-read per this many seconds, not one
 # each: a re-read queued after a notification arrived covers it.
 UNDECODABLE_RESYNC_DELAY = 0.2
@@ -76,6 +83,14 @@ class Listener:
         self._wake = asyncio.Event()
         self._undecodable = 0
         self._resync_timer: asyncio.TimerHandle | None = None
+        # Undecodable payloads waiting for the check that tells a newer release's from a
+        # stray one: (why, where) of the latest, and the check's task while it runs.
+        self._unjudged: tuple[str, str] | None = None
+        self._judging: asyncio.Task[None] | None = None
+        self._newer_release = False  # once seen, for the process's life
+        self._said_newer = False
+        self._stray_until = 0.0  # monotonic: until then, a payload is judged stray
+        self._stray_logged = -STRAY_LOG_EVERY
         self.health = DeliveryHealth() if health is None else health
         self.health.add_check(self._listen_problem)
         self.health.watch_pending(self.oldest_due)
@@ -106,11 +121,12 @@ class Listener:
         try:
             await self._receive()
         finally:
-            for reader in readers:
-                reader.cancel()
-            for reader in readers:
+            tasks = [*readers, *([] if self._judging is None else [self._judging])]
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+                    await task
             if self._replica is not None:
                 self._replica.close()
 
@@ -142,12 +158,9 @@ class Listener:
     def _on_notify(self, payload: str) -> None:
         metrics.notifications.inc()
         try:
-            pairs = notification_decoder.decode(payload)
-        except msgspec.ValidationError as exc:
+            pairs = decode_notification(payload)
+        except NotificationFormatError as exc:
             self._on_undecodable(str(exc))
-            return
-        except msgspec.DecodeError:
-            self._on_undecodable("not JSON")
             return
         self._notified(pairs)
 
@@ -164,24 +177,72 @@ class Listener:
         if due:
             self._wake.set()
 
-    def _on_undecodable(self, why: str) -> None:
-        """A payload of another shape (another release's?) may name users watched here:
-        never drop it silently. Count it, say so once, be not ready for a while, and
-        re-read every watched user so their sockets still get what it named."""
+    def _on_undecodable(self, why: str, where: str = f"channel {CHANNEL}") -> None:
+        """A payload of another shape: counted, then judged (a newer release's, or stray)."""
         metrics.undecodable_notifications.inc()
         self._undecodable += 1
-        if self._undecodable == 1:
+        self._unjudged = (why, where)
+        if self._judging is None:
+            self._judging = asyncio.get_running_loop().create_task(
+                self._judge(), name="statebus-undecodable-check"
+            )
+
+    async def _judge(self) -> None:
+        try:
+            while self._unjudged is not None:
+                why, where = self._unjudged
+                self._unjudged = None
+                if await self._from_newer_release():
+                    self._newer_release_writing(why, where)
+                else:
+                    self._stray(why, where)
+        finally:
+            self._judging = None
+
+    async def _from_newer_release(self) -> bool:
+        if self._newer_release or time.monotonic() < self._stray_until:
+            return self._newer_release
+        try:
+            conn = await sessions.connect(self._dsn, name="statebus release check", timeout=5)
+            try:
+                self._newer_release = await migrations.newer_release_migrated(conn)
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            log.warning("could not tell whose an undecodable notification is (%s)", exc)
+            return True  # cannot tell: never drop what a newer release may have named
+        if not self._newer_release:
+            self._stray_until = time.monotonic() + STRAY_VERDICT_SECONDS
+        return self._newer_release
+
+    def _stray(self, why: str, where: str) -> None:
+        now = time.monotonic()
+        if now - self._stray_logged >= STRAY_LOG_EVERY:
+            self._stray_logged = now
+            log.warning(
+                "ignored a payload on %s that no statebus release wrote (%s): no newer "
+                "release has migrated this database, so a role that may NOTIFY sent it; "
+                "counted in statebus_notifications_undecodable_total",
+                where,
+                why,
+            )
+
+    def _newer_release_writing(self, why: str, where: str) -> None:
+        """A newer release's payload may name users watched here: never drop it silently.
+        Say so once, be not ready for a while, and re-read every watched user so their
+        sockets still get what it named."""
+        if not self._said_newer:
+            self._said_newer = True
             log.error(
-                "undecodable notification on channel %s (%s): is a newer statebus release "
-                "writing to this database? Re-reading watched users instead; counted in "
-                "statebus_notifications_undecodable_total",
-                CHANNEL,
+                "undecodable notification on %s (%s): a newer statebus release has "
+                "migrated this database and writes what this one cannot read. Re-reading "
+                "watched users instead; counted in statebus_notifications_undecodable_total",
+                where,
                 why,
             )
         self.health.set_problem(
             "undecodable",
-            f"{self._undecodable} undecodable notifications on channel {CHANNEL}"
-            " (a newer release's format?)",
+            f"{self._undecodable} undecodable notifications on {where} (the last: {why})",
             hold=UNDECODABLE_HOLD,
         )
         if self._resync_timer is None:

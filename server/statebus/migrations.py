@@ -3,8 +3,11 @@
 Everything runs in one transaction holding a lock on statebus.schema_migrations; each
 migration is recorded with its checksum, and an applied migration whose file changed
 afterwards is refused, not silently skipped. The files of sql/triggers/ are CREATE OR
-REPLACE scripts, re-applied whenever their combined checksum changes. The lock is a
-table's, not an advisory lock, so no other database role can take it (docs/security.md).
+REPLACE scripts, re-applied whenever their combined checksum changes, except by a release
+older than the database: one that finds migrations it does not know leaves the newer
+release's functions in place (an old process restarting during a rolling deploy must not
+put its own versions back; docs/upgrading.md). The lock is a table's, not an advisory
+lock, so no other database role can take it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     routines_applied: bool = False
+    # Migrations applied by a newer release, unknown to this one ("0012_name").
+    newer: list[str] = field(default_factory=list)
     demo_seeded: bool = False
 
 
@@ -103,12 +108,23 @@ async def _repair(conn: asyncpg.Connection, migration: sqlfiles.Migration, appli
     )
 
 
+async def newer_release_migrated(conn: asyncpg.Connection) -> bool:
+    """Whether a release newer than this one has migrated the database (it applied a
+    migration this release does not know). A new notification format ships with a
+    migration (docs/upgrading.md), so a payload this release cannot read comes from a
+    newer release only when this is true; otherwise some role sent it with NOTIFY."""
+    known = {migration.version for migration in sqlfiles.migrations()}
+    rows = await conn.fetch(sqlfiles.queries()["applied_migrations"], timeout=5)
+    return any(row["version"] not in known for row in rows)
+
+
 async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
     queries = sqlfiles.queries()
     report = MigrationReport()
-    applied = {
-        row["version"]: row["checksum"] for row in await conn.fetch(queries["applied_migrations"])
-    }
+    rows = await conn.fetch(queries["applied_migrations"])
+    applied = {row["version"]: row["checksum"] for row in rows}
+    known = {migration.version for migration in sqlfiles.migrations()}
+    report.newer = [f"{r['version']:04d}_{r['name']}" for r in rows if r["version"] not in known]
     for migration in sqlfiles.migrations():
         if migration.version in applied:
             if applied[migration.version] != migration.checksum:
@@ -123,7 +139,9 @@ async def _apply(conn: asyncpg.Connection, demo: bool) -> MigrationReport:
 
     routines = sqlfiles.routines()
     checksum = hashlib.sha256("".join(name + sql for name, sql in routines).encode()).hexdigest()
-    if report.applied or await conn.fetchval(queries["routines_checksum"]) != checksum:
+    if report.newer:
+        pass  # the newer release's functions serve this one too (expand, then contract)
+    elif report.applied or await conn.fetchval(queries["routines_checksum"]) != checksum:
         for _name, sql in routines:
             await conn.execute(sql)
         await conn.execute(queries["record_routines"], checksum)

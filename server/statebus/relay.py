@@ -30,14 +30,13 @@ import time
 from typing import Any
 
 import asyncpg
-import msgspec
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from statebus import backoff, natsbus, sqlfiles, tiermetrics
+from statebus import backoff, metrics, migrations, natsbus, sqlfiles, tiermetrics
 from statebus.config import Settings
-from statebus.core_messages import notification_decoder
-from statebus.listener import CHANNEL
+from statebus.core_messages import NotificationFormatError, decode_notification
+from statebus.listener import CHANNEL, STRAY_LOG_EVERY
 from statebus.relaypublish import Publisher
 
 log = logging.getLogger("statebus.relay")
@@ -87,6 +86,8 @@ class Relay:
         self.token: int | None = None
         self._publisher: Publisher | None = None
         self._valid_until = 0.0
+        self._said_newer = False
+        self._stray_logged = -STRAY_LOG_EVERY
 
     async def run(self) -> None:
         connected: list[Client] = []
@@ -168,19 +169,29 @@ class Relay:
         publisher = Publisher(js, token, valid=self._valid)
         probes: list[str] = []  # xmins whose probe NOTIFY is on its way back, in order
 
+        # Why undecodable payloads were, until the loop below judges them: a newer
+        # release's (it migrated the database) or a stray NOTIFY from some role.
+        unjudged: list[str] = []
+
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
             try:
-                pairs = notification_decoder.decode(str(payload))
-            except msgspec.DecodeError:
-                log.error("undecodable statebus notification ignored")
+                pairs = decode_notification(str(payload))
+            except NotificationFormatError as exc:
+                metrics.undecodable_notifications.inc()
+                unjudged.append(str(exc))
                 return
             publisher.add(pairs)
 
         def on_probe(*_args: Any) -> None:
             # Notifications are delivered in queue order: every transaction older than
             # this xmin queued its notification before the probe, so it has been added.
+            # While an undecodable one waits to be judged the watermark stays where it
+            # was: if it was a newer release's, the relay steps down and the next leader
+            # publishes from that watermark what it named.
             if probes:
-                publisher.mark(probes.pop(0))
+                xmin = probes.pop(0)
+                if not unjudged:
+                    publisher.mark(xmin)
 
         await conn.add_listener(CHANNEL, on_notify)
         await conn.add_listener(self._probe_channel, on_probe)
@@ -209,6 +220,13 @@ class Relay:
                     await asyncio.wait_for(lost.wait(), self._renew_every)
                 if lost.is_set():
                     raise LeadershipLost("Postgres session lost")
+                if unjudged:
+                    why = unjudged[-1]
+                    unjudged.clear()
+                    if await migrations.newer_release_migrated(conn):
+                        self._say_newer_release(why)
+                        raise LeadershipLost(f"stepping down after {why}")
+                    self._say_stray(why)
                 if sending.done():
                     sending.result()
                     raise LeadershipLost("publisher stopped")
@@ -237,6 +255,34 @@ class Relay:
             sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sending
+
+    def _say_newer_release(self, why: str) -> None:
+        """Said once per process; the leader then steps down (above)."""
+        if not self._said_newer:
+            self._said_newer = True
+            log.error(
+                "relay %s: undecodable notification on channel %s (%s): a newer statebus "
+                "release has migrated this database. Stepping down so the next leader "
+                "publishes from the watermark; counted in "
+                "statebus_notifications_undecodable_total",
+                self.name,
+                CHANNEL,
+                why,
+            )
+
+    def _say_stray(self, why: str) -> None:
+        """Any role may NOTIFY on any channel: what no release wrote is counted and
+        ignored (said once a minute), so no role can make the leader step down."""
+        now = time.monotonic()
+        if now - self._stray_logged >= STRAY_LOG_EVERY:
+            self._stray_logged = now
+            log.warning(
+                "relay %s: ignored a payload on channel %s that no statebus release wrote "
+                "(%s): no newer release has migrated this database",
+                self.name,
+                CHANNEL,
+                why,
+            )
 
     def _valid(self) -> bool:
         return self.leading and time.monotonic() < self._valid_until

@@ -92,7 +92,13 @@ async def apply_migrations(dsn: str, *, demo: bool) -> str | None:
     await refuse_transaction_pooling(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate(conn, demo=demo)
+        report = await migrate(conn, demo=demo)
+        if report.newer:
+            log.warning(
+                "database migrated by a newer release (%s): serving on its schema, its "
+                "triggers and functions left in place; see docs/upgrading.md",
+                ", ".join(report.newer),
+            )
         if not demo:
             return None
         plan: str | None = await conn.fetchval(sqlfiles.queries()["demo_user_plan"], DEMO_USER)

@@ -27,7 +27,7 @@ from statebus import address
 from statebus.auth import issue_token
 from statebus.client import SessionClosed, follow
 from statebus.config import Settings
-from statebus.core_messages import Envelope, notification_decoder
+from statebus.core_messages import Envelope, NotificationFormatError, decode_notification
 from statebus.database import database_url
 from statebus.envelopes import read_envelopes
 from statebus.supervisor import ListenSupervisor
@@ -111,9 +111,10 @@ async def tail_all(dsn: str, lines: Lines) -> None:
 
     def on_notify(payload: str) -> None:
         try:
-            pairs = notification_decoder.decode(payload)
-        except msgspec.DecodeError:
-            print("(undecodable notification ignored)", file=sys.stderr, flush=True)
+            pairs = decode_notification(payload)
+        except NotificationFormatError as exc:
+            # Said, never silent: the operator watching sees every one, and why.
+            print(f"(undecodable notification ignored: {exc})", file=sys.stderr, flush=True)
             return
         due.put_nowait([user_id for user_id, _version in pairs])
 

@@ -55,10 +55,15 @@ class ServeProcess:
 
 @asynccontextmanager
 async def serve_process(
-    dsn: str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    dsn: str,
+    *,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    python: Path | None = None,
 ) -> AsyncIterator[ServeProcess]:
     """Starts `statebus serve` on a free port with the tests' secret, waits for /readyz 200,
-    and kills it (if still running) afterwards."""
+    and kills it (if still running) afterwards. `python`: another venv's interpreter (an
+    earlier release's, previous_release.py) instead of this one."""
     home = Path(tempfile.mkdtemp(prefix="sbs", dir="/tmp"))
     log = home / "serve.log"
     port = free_port()
@@ -71,8 +76,10 @@ async def serve_process(
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "statebus.cli", "serve", "--port", str(port), *args],
+            [str(python or sys.executable), "-m", "statebus.cli", "serve", "--port", str(port)]
+            + list(args),
             env=full,
+            cwd=home,  # `-m` puts the working directory first on the path: not a checkout
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -11,9 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from statebus import metrics
 from statebus.hub import Hub, Subscriber
 from statebus.listener import CHANNEL, Listener
-from tests.helpers import wait_for
+from tests.helpers import a_newer_release_migrated, wait_for
 
 
 class Sink:
@@ -72,17 +73,51 @@ async def test_a_commit_becomes_one_frame_per_version_for_its_watcher(
         assert alice.versions() == sorted(set(alice.versions()))
 
 
-async def test_an_undecodable_notification_is_never_dropped_silently(
+async def test_a_newer_releases_notification_is_never_dropped_silently(
     dsn: str, conn: asyncpg.Connection
 ) -> None:
     hub = Hub()
     async with listening(dsn, hub) as listener:
         alice = watch(hub, "alice")  # after the connect's re-read: nothing read for her yet
         assert alice.frames == []
+        await a_newer_release_migrated(conn)
         await conn.execute("SELECT pg_notify($1, 'not json')", CHANNEL)
         # Her current version (0: no rows yet) comes from the re-read the payload caused.
         await wait_for(lambda: alice.versions() == [0], what="the re-read after it")
         assert any("undecodable" in reason for reason in listener.health.reasons())
+
+
+async def test_a_stray_payload_costs_neither_readiness_nor_a_re_read(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """Any role may NOTIFY on any channel: with no newer release in the database, what
+    no release wrote is counted and ignored, so a role cannot hold a fleet unready."""
+    hub = Hub()
+    async with listening(dsn, hub) as listener:
+        alice = watch(hub, "alice")
+        for payload in ("not json", '{"format": 2, "changes": [["alice", 1]]}', "[1]"):
+            await notify_and_count(conn, payload)
+            await wait_for(
+                lambda: listener._judging is None and listener._unjudged is None,
+                what="judged",
+            )
+        assert listener._resync_timer is None  # no re-read queued
+        assert listener.health.reasons() == []
+        # Real notifications still arrive.
+        await add_user(conn, "alice")
+        await wait_for(lambda: alice.versions() == [1], what="alice's version 1")
+        assert listener.health.reasons() == []
+
+
+async def notify_and_count(conn: asyncpg.Connection, payload: str) -> None:
+    before = undecodable_count()
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    await wait_for(lambda: undecodable_count() > before, what=f"{payload!r} counted")
+
+
+def undecodable_count() -> float:
+    value = metrics.registry.get_sample_value("statebus_notifications_undecodable_total")
+    return 0.0 if value is None else value
 
 
 async def test_after_a_reconnect_every_watched_user_is_read_again(

@@ -107,3 +107,28 @@ async def test_demo_seed_is_idempotent(conn: asyncpg.Connection) -> None:
         " FROM statebus.envelopes(ARRAY['user_2zRnraoVNDAegfHnci1xUMWybwz'])"
     )
     assert row is not None and (row["version"], row["plan"]) == (1, "glow_up")
+
+
+async def test_an_older_release_leaves_a_newer_releases_functions_in_place(
+    conn: asyncpg.Connection,
+) -> None:
+    """A database a newer release migrated (a migration unknown here, its own trigger
+    files): migrating with this release changes nothing, so an old process restarting
+    during a rolling deploy cannot put its versions of the functions back."""
+    await conn.execute(
+        "INSERT INTO statebus.schema_migrations (version, name, checksum)"
+        " VALUES (9999, 'from_the_future', 'x')"
+    )
+    await conn.execute("UPDATE statebus.schema_routines SET checksum = 'a newer release'")
+    await conn.execute(
+        "CREATE OR REPLACE FUNCTION statebus.history_switches()"
+        " RETURNS TABLE (rows_on boolean, documents_on boolean)"
+        " LANGUAGE sql STABLE AS $$ SELECT true, true $$"
+    )
+    report = await migrate(conn)
+    assert report.newer == ["9999_from_the_future"]
+    assert (report.applied, report.routines_applied) == ([], False)
+    assert await conn.fetchval("SELECT checksum FROM statebus.schema_routines") == (
+        "a newer release"
+    )
+    assert await conn.fetchval("SELECT documents_on FROM statebus.history_switches()")

@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 
 import asyncpg
+import nats
 
-from tests.helpers import wait_for
+from statebus import natsbus
+from tests.helpers import a_newer_release_migrated, wait_for
 from tests.integration.tier.conftest import Tier
 from tests.integration.tier.test_relay import USERS, setup_users, wait_leader, writes
 from tests.integration.tier.tier import Follower, assert_all_current, metric_of, write
@@ -121,3 +123,36 @@ async def test_no_relay_for_a_while(tier: Tier, conn: asyncpg.Connection) -> Non
             await follower.stop()
         with contextlib.suppress(Exception):
             relay.stop()
+
+
+async def test_an_undecodable_relay_message_is_counted_not_ready_and_re_read(
+    tier: Tier, conn: asyncpg.Connection
+) -> None:
+    """A message on the relay's subject an edge cannot read (a newer relay's batch?):
+    never dropped silently. Counted, /readyz says why, and every watched user is re-read,
+    so a version no message of the relay named still reaches its socket."""
+    await setup_users(conn)
+    await wait_leader(conn, tier.relay("r1"))
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS[:2]]
+    try:
+        await assert_all_current(conn, followers)
+        await a_newer_release_migrated(conn)  # else a stray message is only counted
+        await conn.execute(
+            "UPDATE statebus.versions SET version = version + 1 WHERE user_id = $1", USERS[0]
+        )
+        nc = await nats.connect(servers=tier.nats.url.split(","), connect_timeout=2)
+        try:
+            await nc.publish(natsbus.SUBJECT, b'{"format": 2}')
+            await nc.flush()
+        finally:
+            await nc.close()
+        await assert_all_current(conn, followers)
+        status, body = await edge.readyz()
+        assert status == 503, body
+        assert f"1 undecodable notifications on NATS subject {natsbus.SUBJECT}" in body
+        url = f"{edge.http}/metrics"
+        assert await metric_of(url, "statebus_notifications_undecodable_total") == 1
+    finally:
+        for follower in followers:
+            await follower.stop()

@@ -9,7 +9,7 @@ import time
 
 import asyncpg
 
-from tests.helpers import add_user, seed_plans, wait_for
+from tests.helpers import a_newer_release_migrated, add_user, seed_plans, wait_for
 from tests.integration.tier.conftest import Tier
 from tests.integration.tier.tier import (
     Follower,
@@ -142,5 +142,47 @@ async def test_both_relays_in_turn_and_a_cut_session(tier: Tier, conn: asyncpg.C
         with contextlib.suppress(Exception):
             await writer
         await writer_conn.close()
+        for follower in followers:
+            await follower.stop()
+
+
+async def test_a_newer_notification_format_makes_the_leader_step_down_losing_nothing(
+    tier: Tier, conn: asyncpg.Connection
+) -> None:
+    """A commit of a newer release (its bump, and a notification in a format this relay
+    cannot read): the relay counts it, says why once, steps down without moving its
+    watermark, and on leading again publishes the version the payload named."""
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS[:2]]
+    try:
+        await assert_all_current(conn, followers)
+        # A stray payload (any role may NOTIFY) is counted and ignored: the relay leads on.
+        await conn.execute("SELECT pg_notify('statebus', $1)", '{"format": 2}')
+        await wait_for(
+            lambda: "ignored a payload on channel statebus" in relay.output(), what="stray said"
+        )
+        assert await relay.metric("statebus_notifications_undecodable_total") == 1
+        assert "stepping down" not in relay.output()
+        await a_newer_release_migrated(conn)
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE statebus.versions SET version = version + 1,"
+                " txid = pg_current_xact_id(), committed_at = clock_timestamp()"
+                " WHERE user_id = $1",
+                USERS[0],
+            )
+            await conn.execute(
+                "SELECT pg_notify('statebus', $1)", '{"format": 2, "changes": "unknown here"}'
+            )
+        await assert_all_current(conn, followers)
+        assert await relay.metric("statebus_notifications_undecodable_total") == 2
+        why = "notification format 2 is newer than this release understands (1)"
+        assert f"stepping down after {why}" in relay.output()
+        assert relay.output().count("undecodable notification on channel statebus") == 1
+        await wait_leader(conn, relay)  # and it leads again
+    finally:
         for follower in followers:
             await follower.stop()
