@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable
 
 import nats
+import nats.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from statebus import natsbus
 from statebus.natsbus import Batch
@@ -23,6 +25,19 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> 
     while not check():
         assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
         await asyncio.sleep(0.02)
+
+
+async def stream_created(js: JetStreamContext, timeout: float = 60.0) -> None:
+    """As the relay does: a cluster just started (or loaded) may not answer the stream's
+    creation until its JetStream meta leader is elected; ask again until a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await natsbus.ensure_stream(js)
+            return
+        except (nats.errors.Error, TimeoutError):
+            assert time.monotonic() < deadline, f"stream not created in {timeout:.0f} s"
+            await asyncio.sleep(0.2)
 
 
 def seqs(received: list[Batch]) -> set[int]:
@@ -47,7 +62,7 @@ async def test_queued_notifications_share_messages_in_order(nats_cluster: NatsCl
 
     try:
         js = relay_nc.jetstream()
-        await natsbus.ensure_stream(js)
+        await stream_created(js)
         await edge_nc.subscribe(natsbus.SUBJECT, cb=on_message)
         await edge_nc.flush()
         publisher = Publisher(js, 7, valid=lambda: True)
