@@ -9,7 +9,9 @@ lookup (docs/scaling.md measures why one subscription beats one per user or per 
 Whenever something may have been missed, every watched user is re-read, as the
 single process does after a LISTEN loss: on (re)connecting to NATS, when NATS drops
 messages for a slow consumer, when a new relay leads (a new fencing token), and when
-the leader's sequence jumps. /readyz says not ready while NATS is unreachable.
+the leader's sequence jumps. A leader is never silent for long (an empty message each
+second when nothing is committed), so a lost last message shows as a jump within a
+second, and /readyz says not ready while NATS is unreachable or no relay is heard.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import msgspec
 import nats.errors
@@ -42,6 +45,7 @@ class EdgeListener(Listener):
         self._problem = "NATS not connected yet"
         self._leader = -1  # fencing token of the relay last heard from
         self._seq = 0
+        self._heard = time.monotonic()  # the latest message from a relay (or subscribing)
         self._nc: Client | None = None
 
     @property
@@ -53,8 +57,14 @@ class EdgeListener(Listener):
         return None  # no LISTENing session at all
 
     def _listen_problem(self) -> str | None:
-        # /readyz: an edge hears commits through NATS, not LISTEN.
-        return None if self._connected else self._problem
+        # /readyz: an edge hears commits through NATS, not LISTEN, and only while a relay
+        # leads; a leader sends something every second (relay.KEEP_ALIVE).
+        if not self._connected:
+            return self._problem
+        silent = time.monotonic() - self._heard
+        if silent > natsbus.RELAY_SILENCE:
+            return f"no relay heard from for {silent:.0f} s (is one leading?)"
+        return None
 
     async def _receive(self) -> None:
         nc = self._nc = await self._connect()
@@ -62,6 +72,7 @@ class EdgeListener(Listener):
             await nc.subscribe(natsbus.SUBJECT, cb=self._on_message)
             await nc.flush(timeout=5)  # the server has the subscription: re-read after it
             tiermetrics.edge_subscriptions.set(1)
+            self._heard = time.monotonic()
             self._connected = True
             # Sockets that opened before the subscription read their state then; a commit
             # since would be neither in that read nor on NATS for us.
@@ -101,6 +112,7 @@ class EdgeListener(Listener):
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
+        self._heard = time.monotonic()  # the relay's messages may take a moment to resume
         self._connected = True
         log.warning("edge: NATS connection back")
         self._catch_up("reconnected")
@@ -113,6 +125,7 @@ class EdgeListener(Listener):
 
     async def _on_message(self, msg: Msg) -> None:
         tiermetrics.edge_messages.inc()
+        self._heard = time.monotonic()
         try:
             batch = natsbus.batch_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:

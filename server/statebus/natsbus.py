@@ -37,6 +37,11 @@ STREAM = "STATEBUS"
 STREAM_MAX_AGE = 60.0
 STREAM_MAX_BYTES = 256 * 1024 * 1024
 REPLICAS = 3
+# A leading relay sends at least one message a second, an empty one when nothing was
+# committed (relay.KEEP_ALIVE). An edge that hears nothing for this long says it is not
+# ready: no relay leads, or none reaches NATS, and no commit would reach its sockets.
+# Longer than a change of leader (under 2 s) plus a loaded machine's delays.
+RELAY_SILENCE = 5.0
 
 
 class Batch(msgspec.Struct, array_like=True, forbid_unknown_fields=True):

@@ -45,6 +45,9 @@ log = logging.getLogger("statebus.relay")
 # expiry only matters for a session that lingers (a network cut): 2 s, renewed 5x.
 LEASE_TTL = 2.0
 RENEW_EVERY = 0.4
+# A quiet leader still sends a message this often (relaypublish.Publisher.keep_alive):
+# edges count the tier dead after natsbus.RELAY_SILENCE without one.
+KEEP_ALIVE = 1.0
 POLL_EVERY = 0.2
 # Server-side keepalives on the relay's session, so a cut connection ends its backend
 # (and frees the lease) in seconds rather than the kernel's two hours.
@@ -248,6 +251,7 @@ class Relay:
                 if done is not None:
                     await conn.fetchval(queries["relay_record_watermark"], token, done)
                 tiermetrics.relay_unpublished_age.set(publisher.oldest_unpublished_age())
+                publisher.keep_alive(KEEP_ALIVE)
         finally:
             self.leading = False
             tiermetrics.relay_leader.set(0)

@@ -89,6 +89,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._failures = 0
         self._stream_missing = False
+        self._made = time.monotonic()  # when the latest new message was made
 
     def add(self, pairs: list[tuple[str, int]], *, created: float | None = None) -> None:
         """Queues the pairs of one notification; an empty one still makes a message (a
@@ -97,6 +98,14 @@ class Publisher:
         now = time.monotonic() if created is None else created
         self._notified.append(Notified(pairs, now, self._added))
         self._wake.set()
+
+    def keep_alive(self, idle: float) -> None:
+        """An empty message when none was made for `idle` seconds. It tells edges the tier
+        is alive (edge.py turns not ready without it) and carries the next `seq`, so an
+        edge that missed the last message before a quiet spell sees the gap now rather
+        than at the next commit."""
+        if not self._notified and not self._queue and time.monotonic() - self._made >= idle:
+            self.add([])
 
     def mark(self, xmin: str) -> None:
         self._marks.append((self._added, xmin))
@@ -140,6 +149,7 @@ class Publisher:
             self._notified.popleft()
             upto = head.number
         self._seq += 1
+        self._made = time.monotonic()
         payload = batch_encoder.encode(Batch(self._leader, self._seq, pairs))
         out = Outgoing(self._seq, payload, created, upto)
         self._queue.append(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import nats
@@ -106,9 +107,17 @@ async def test_no_relay_for_a_while(tier: Tier, conn: asyncpg.Connection) -> Non
         before = {f.user_id: f.version for f in followers}
         for user in USERS:
             await write(conn, user)
-        await asyncio.sleep(1.0)
+
+        async def says_no_relay() -> bool:
+            status, body = await edge.readyz()
+            return status == 503 and "no relay heard from" in body
+
+        # A leader sends something every second; past natsbus.RELAY_SILENCE without one
+        # the edge knows no commit can reach its sockets, and says so.
+        await wait_for(says_no_relay, timeout=natsbus.RELAY_SILENCE + 10, what="not ready")
         assert {f.user_id: f.version for f in followers} == before
         relay.start()
+        await edge.wait_ready(timeout=20)
         await assert_all_current(conn, followers, timeout=10)
         # The relay itself published them, from the watermark its last run recorded.
         last_start = relay.output().rsplit("leading (token", 1)[-1]
@@ -123,6 +132,58 @@ async def test_no_relay_for_a_while(tier: Tier, conn: asyncpg.Connection) -> Non
             await follower.stop()
         with contextlib.suppress(Exception):
             relay.stop()
+
+
+async def test_a_missed_message_shows_in_the_next_seq_and_is_re_read(
+    tier: Tier, conn: asyncpg.Connection
+) -> None:
+    """The leader numbers its messages: an edge that never got one (a node died with it
+    on the way) re-reads every watched user when the next arrives, an empty keep-alive
+    included, so the commit it named reaches its sockets without another commit."""
+    await setup_users(conn)
+    relay = tier.relay("r1")
+    await wait_leader(conn, relay)
+    edge = await tier.edge("e1")
+    followers = [Follower(user, [edge.ws]).start() for user in USERS[:2]]
+    nc = await nats.connect(servers=tier.nats.url.split(","), connect_timeout=2)
+    try:
+        await assert_all_current(conn, followers)
+        page = f"{edge.http}/metrics"
+        gap = 'statebus_edge_catch_ups_total{reason="sequence gap"}'
+        new_leader = 'statebus_edge_catch_ups_total{reason="new relay leader"}'
+
+        def leaders_heard(count: int) -> Callable[[], Awaitable[bool]]:
+            async def heard() -> bool:
+                return await metric_of(page, new_leader) == count
+
+            return heard
+
+        await wait_for(leaders_heard(1), what="the edge hearing the relay")
+        relay.kill9()  # from here the test speaks as the leader, with a newer token
+        token = 1_000_000
+
+        async def publish(seq: int, pairs: list[tuple[str, int]]) -> None:
+            batch = natsbus.Batch(token, seq, pairs)
+            await nc.publish(natsbus.SUBJECT, natsbus.batch_encoder.encode(batch))
+            await nc.flush()
+
+        await publish(1, [])
+        await wait_for(leaders_heard(2), what="the edge hearing the new leader")
+        version = await write(conn, USERS[0])  # its message, seq 2, never reaches the edge
+        await publish(3, [])  # the next keep-alive
+        await wait_for(lambda: current(followers[0], version), what="the missed version")
+        assert await metric_of(page, gap) == 1
+        await publish(4, [])  # no jump, no re-read
+        await assert_all_current(conn, followers)
+        assert await metric_of(page, gap) == 1
+    finally:
+        await nc.close()
+        for follower in followers:
+            await follower.stop()
+
+
+def current(follower: Follower, version: int) -> bool:
+    return follower.version >= version
 
 
 async def test_an_undecodable_relay_message_is_counted_not_ready_and_re_read(

@@ -1,6 +1,7 @@
 """The relay's publisher against a real cluster: notifications queued while it was busy
 share a message, sequence numbers stay contiguous, the watermark waits for
-acknowledgements, and a notification that finds it idle goes out alone."""
+acknowledgements, a notification that finds it idle goes out alone, and a quiet
+publisher sends an empty keep-alive."""
 
 from __future__ import annotations
 
@@ -101,6 +102,18 @@ async def test_queued_notifications_share_messages_in_order(nats_cluster: NatsCl
             await until(lambda: 4 in seqs(received), "the idle notification")
             assert by_seq(received)[4].pairs == [("z", 9)]
             assert seqs(received) == {1, 2, 3, 4}
+
+            # Quiet: a keep-alive is an empty message with the next seq, so an edge that
+            # missed the last one sees the jump; not while something is being sent.
+            publisher.keep_alive(60.0)
+            assert publisher.backlog == 0  # one was made less than 60 s ago
+            publisher.keep_alive(0.0)
+            await until(lambda: 5 in seqs(received), "the keep-alive")
+            assert by_seq(received)[5].pairs == []
+            publisher.add([("y", 1)])
+            publisher.keep_alive(0.0)  # something is queued: no keep-alive beside it
+            await until(lambda: 6 in seqs(received), "the notification after")
+            assert by_seq(received)[6].pairs == [("y", 1)]
         finally:
             sending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
