@@ -31,18 +31,22 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_answering(
+    port: int, process: subprocess.Popen[bytes], log: Path, route: str = "/readyz"
+) -> None:
+    """Until `route` answers 200: /healthz once the process serves, /readyz once it
+    delivers (an edge is not ready while it hears no relay)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"statebus on port {port} exited; see {log}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{route}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"statebus on port {port} not ready in 60 s; see {log}")
+    raise SystemExit(f"statebus on port {port}: {route} not 200 in 60 s; see {log}")
 
 
 def main() -> int:
@@ -64,13 +68,14 @@ def main() -> int:
         # use the same server (it stops when the last statebus process using it ends).
         first = start(["serve", "--demo", "--port", str(ports[0])], env, logs / "edge1.log")
         processes.append(("edge 1", first))
-        wait_ready(ports[0], first, logs / "edge1.log")
+        wait_answering(ports[0], first, logs / "edge1.log", "/healthz")
         for name in ("r1", "r2"):
             relay = start(["relay", "--name", name], env, logs / f"relay-{name}.log")
             processes.append((f"relay {name}", relay))
         second = start(["serve", "--port", str(ports[1])], env, logs / "edge2.log")
         processes.append(("edge 2", second))
-        wait_ready(ports[1], second, logs / "edge2.log")
+        wait_answering(ports[0], first, logs / "edge1.log")
+        wait_answering(ports[1], second, logs / "edge2.log")
         secret = config.load(env).jwt_secret
         assert secret is not None
         token = issue_token(secret, DEMO_USER, ttl=24 * 3600)

@@ -1,0 +1,84 @@
+"""`python scripts/tier.py`, the README's way to see the tier: it starts three NATS
+nodes, the embedded PostgreSQL with the demo, two relays and two edges, prints both
+pages, and both edges serve the demo user's state; Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from statebus.client import Session
+from statebus.core_messages import Snapshot
+from statebus.serve import DEMO_USER
+
+REPO = Path(__file__).resolve().parents[3]
+
+pytestmark = pytest.mark.slow  # embedded PostgreSQL of its own; once, not in the PG 15 run
+
+
+def two_free_ports() -> int:
+    """A port p such that p and p + 1 were both free a moment ago (the script's edges)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no two adjacent free ports")
+
+
+async def test_the_tier_script_serves_the_demo_on_both_edges(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STATEBUS_", "STRIPE_"))}
+    port = two_free_ports()
+    script = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "scripts" / "tier.py"),
+        "--home",
+        str(tmp_path / "home"),
+        "--port",
+        str(port),
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert script.stdout is not None
+    printed: list[str] = []
+    try:
+        while "Ctrl-C stops everything" not in (printed[-1] if printed else ""):
+            line = (await asyncio.wait_for(script.stdout.readline(), 180)).decode()
+            assert line, "the script ended early:\n" + "".join(printed)
+            printed.append(line)
+        pages = [line.split(": ", 1)[1].strip() for line in printed if "/#token=" in line]
+        assert [page.split("/#token=")[0] for page in pages] == [
+            f"http://127.0.0.1:{port}",
+            f"http://127.0.0.1:{port + 1}",
+        ]
+        async with httpx.AsyncClient(timeout=5) as http:
+            for edge in (port, port + 1):
+                ready = await http.get(f"http://127.0.0.1:{edge}/readyz")
+                assert ready.status_code == 200, ready.text
+        token = pages[1].split("/#token=")[1]
+        session = await Session.open(f"ws://127.0.0.1:{port + 1}/v1/ws", token)
+        try:
+            first = await session.recv()
+            assert isinstance(first, Snapshot) and first.user_id == DEMO_USER
+        finally:
+            await session.close()
+    finally:
+        if script.returncode is None:
+            script.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(script.stdout.read(), 90)
+        await asyncio.wait_for(script.wait(), 30)
+    assert script.returncode == 0, "".join(printed) + rest.decode()
