@@ -1,6 +1,6 @@
 """`python scripts/tier.py`, the README's way to see the tier: it starts three NATS
 nodes, the embedded PostgreSQL with the demo, two relays and two edges, prints both
-pages, and both edges serve the demo user's state; Ctrl-C stops everything."""
+pages, and both edges serve the demo user's state; SIGTERM (like Ctrl-C) stops it."""
 
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ async def test_the_tier_script_serves_the_demo_on_both_edges(tmp_path: Path) -> 
         finally:
             await session.close()
     finally:
+        # SIGTERM, which the script handles like Ctrl-C: a process started in the
+        # background by a non-interactive shell (CI) inherits SIGINT ignored.
         if script.returncode is None:
-            script.send_signal(signal.SIGINT)
-        rest = await asyncio.wait_for(script.stdout.read(), 90)
-        await asyncio.wait_for(script.wait(), 30)
-    assert script.returncode == 0, "".join(printed) + rest.decode()
+            script.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(script.wait(), 120)
+    assert script.returncode == 0, "".join(printed)
