@@ -171,7 +171,7 @@ async def test_a_missed_message_shows_in_the_next_seq_and_is_re_read(
         await wait_for(leaders_heard(2), what="the edge hearing the new leader")
         version = await write(conn, USERS[0])  # its message, seq 2, never reaches the edge
         await publish(3, [])  # the next keep-alive
-        await wait_for(lambda: current(followers[0], version), what="the missed version")
+        await wait_for(lambda: followers[0].version >= version, what="the missed version")
         assert await metric_of(page, gap) == 1
         await publish(4, [])  # no jump, no re-read
         await assert_all_current(conn, followers)
@@ -180,10 +180,6 @@ async def test_a_missed_message_shows_in_the_next_seq_and_is_re_read(
         await nc.close()
         for follower in followers:
             await follower.stop()
-
-
-def current(follower: Follower, version: int) -> bool:
-    return follower.version >= version
 
 
 async def test_an_undecodable_relay_message_is_counted_not_ready_and_re_read(

@@ -5,6 +5,7 @@ pages, and both edges serve the demo user's state; SIGTERM (like Ctrl-C) stops i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 from statebus.client import Session
 from statebus.core_messages import Snapshot
 from statebus.serve import DEMO_USER
+from statebus.testing.nats_cluster import quiet_ports
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -24,17 +26,14 @@ pytestmark = pytest.mark.slow  # embedded PostgreSQL of its own; once, not in th
 
 
 def two_free_ports() -> int:
-    """A port p such that p and p + 1 were both free a moment ago (the script's edges)."""
+    """A port p such that p and p + 1 were both free a moment ago (the script's edges),
+    below the ephemeral range as for the NATS nodes, so no outgoing connection takes
+    p + 1 before the second edge binds it."""
     for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
+        port = quiet_ports(1)[0]
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
     raise AssertionError("no two adjacent free ports")
 
 
